@@ -1,0 +1,101 @@
+"""The `gruunet` command line: parses arguments, checks paths, delegates to one module per command.
+
+Heavy imports (torch) happen inside the commands so that `gruunet --help` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Callable, TypeVar
+
+import typer
+
+from .errors import UserError
+
+app = typer.Typer(
+    name="gruunet",
+    help="GRUU-Net cell segmentation for Cell Tracking Challenge microscopy sequences.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def user_errors(fn: F) -> F:
+    """Turn a ``UserError`` into one line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _not_yet(command: str) -> None:
+    typer.echo(f"gruunet {command}: not yet implemented", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def evaluate(
+    res_dir: Annotated[Path, typer.Argument(help="Result folder with maskNNN.tif (e.g. 02_RES).")],
+    gt_dir: Annotated[Path, typer.Argument(help="Reference folder: 02_GT (with SEG/, optional TRA/) or its SEG folder.")],
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON to this file.")] = None,
+    frames: Annotated[bool, typer.Option("--frames/--no-frames", help="Show the per-frame table.")] = True,
+    workers: Annotated[int, typer.Option(min=1, help="Threads reading and scoring frames.")] = 4,
+) -> None:
+    """Score a result against reference masks: SEG (official CTC), DET, OP_CSB, Dice, Hausdorff."""
+    from rich.console import Console
+
+    from . import evaluate as ev
+    from .progress import progress_bar
+
+    total = ev.count_frames(gt_dir)
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("evaluating", total=total)
+        report = ev.evaluate(res_dir, gt_dir, workers=workers, progress=lambda: bar.advance(task))
+    console = Console()
+    ev.print_report(report, console, per_frame=frames)
+    if report.missing_frames:
+        typer.echo(
+            f"warning: {res_dir}: no result for reference frame(s) {report.missing_frames}; "
+            "their objects score 0 (the official CTC tool rejects such a result)",
+            err=True,
+        )
+    if json_path is not None:
+        ev.write_json(report, json_path)
+        console.print(f"wrote {json_path}")
+
+
+@app.command()
+@user_errors
+def train() -> None:
+    """Train GRUU-Net on a CTC sequence (not yet implemented)."""
+    _not_yet("train")
+
+
+@app.command()
+@user_errors
+def segment() -> None:
+    """Segment a CTC sequence into maskNNN.tif files (not yet implemented)."""
+    _not_yet("segment")
+
+
+@app.command()
+@user_errors
+def bench() -> None:
+    """Benchmarks of training and inference speed (not yet implemented)."""
+    _not_yet("bench")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
