@@ -89,11 +89,27 @@ def segment() -> None:
     _not_yet("segment")
 
 
-@app.command()
+bench_app = typer.Typer(help="Speed benchmarks, measured side by side in one run.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("evaluate")
 @user_errors
-def bench() -> None:
-    """Benchmarks of training and inference speed (not yet implemented)."""
-    _not_yet("bench")
+def bench_evaluate(
+    frames: Annotated[int, typer.Option(min=1, help="Frames in the synthetic sequence.")] = 92,
+    size: Annotated[int, typer.Option(min=64, help="Frame side in pixels.")] = 1024,
+    objects: Annotated[int, typer.Option(min=1, help="Objects per frame.")] = 150,
+    repeats: Annotated[int, typer.Option(min=1, help="Alternating repetitions; the best time counts.")] = 1,
+) -> None:
+    """Time `evaluate` against py-ctcmetrics (when installed) on a synthetic sequence."""
+    import tempfile
+
+    from . import bench
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = bench.bench_evaluate(Path(tmp), frames=frames, size=size, objects=objects, repeats=repeats)
+    for key, value in out.items():
+        typer.echo(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
 
 
 def main() -> None:

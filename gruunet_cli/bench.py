@@ -1,0 +1,79 @@
+"""Benchmarks (`gruunet bench ...`): speed measured side by side in one run, never asserted in tests."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+
+def synthetic_frame(rng: np.random.Generator, size: int, objects: int) -> np.ndarray:
+    """A ``(size, size)`` uint16 label image of ``objects`` random discs (radius 6–20 px), later ones on top."""
+    labels = np.zeros((size, size), np.uint16)
+    for k in range(1, objects + 1):
+        cy, cx = rng.uniform(0, size, 2)
+        r = rng.uniform(6, 20)
+        y0, y1 = int(max(cy - r, 0)), int(min(cy + r + 1, size))
+        x0, x1 = int(max(cx - r, 0)), int(min(cx + r + 1, size))
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        labels[y0:y1, x0:x1][disc] = k
+    return labels
+
+
+def make_evaluation_case(root: Path, frames: int, size: int, objects: int, seed: int = 0) -> tuple[Path, Path]:
+    """Write ``root/01_GT`` (SEG on every frame, TRA markers) and a shifted ``root/01_RES`` with the
+    track files py-ctcmetrics needs. Returns (res_dir, gt_dir)."""
+    rng = np.random.default_rng(seed)
+    gt, res = root / "01_GT", root / "01_RES"
+    for d in (gt / "SEG", gt / "TRA", res):
+        d.mkdir(parents=True, exist_ok=True)
+    man, rt = [], []
+    for t in range(frames):
+        lab = synthetic_frame(rng, size, objects)
+        tifffile.imwrite(gt / "SEG" / f"man_seg{t:03d}.tif", lab, compression="zlib")
+        ids = np.unique(lab)[1:]
+        # Labels unique over time (one-frame tracks) so both tools accept the track files.
+        lut = np.zeros(int(lab.max()) + 1, np.uint16)
+        lut[ids] = np.arange(1, ids.size + 1) + t * objects
+        tifffile.imwrite(gt / "TRA" / f"man_track{t:03d}.tif", lut[lab], compression="zlib")
+        man += [f"{int(v)} {t} {t} 0" for v in lut[ids]]
+        shifted = np.roll(lut[lab], (2, 1), axis=(0, 1))
+        tifffile.imwrite(res / f"mask{t:03d}.tif", shifted, compression="zlib")
+        rt += [f"{int(v)} {t} {t} 0" for v in np.unique(shifted)[1:]]
+    (gt / "TRA" / "man_track.txt").write_text("\n".join(man) + "\n")
+    (res / "res_track.txt").write_text("\n".join(rt) + "\n")
+    return res, gt
+
+
+def bench_evaluate(workdir: Path, frames: int = 92, size: int = 1024, objects: int = 150, repeats: int = 1) -> dict:
+    """Time `gruunet evaluate` (SEG, DET, Dice, Hausdorff) against py-ctcmetrics (SEG, DET) on one case.
+
+    The two run alternately ``repeats`` times; the best time of each is reported.
+    """
+    from .evaluate import evaluate
+
+    res, gt = make_evaluation_case(workdir, frames, size, objects)
+    try:
+        from ctc_metrics.scripts.evaluate import evaluate_sequence
+    except ImportError:
+        evaluate_sequence = None
+    ours, theirs, out = [], [], {}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        report = evaluate(res, gt)
+        ours.append(time.perf_counter() - t0)
+        out["gruunet_seg"], out["gruunet_det"] = report.seg, report.det
+        if evaluate_sequence is not None:
+            t0 = time.perf_counter()
+            ref = evaluate_sequence(str(res), str(gt), metrics=["SEG", "DET"])
+            theirs.append(time.perf_counter() - t0)
+            out["ctcmetrics_seg"], out["ctcmetrics_det"] = ref["SEG"], ref["DET"]
+    out["gruunet_s"] = min(ours)
+    if theirs:
+        out["ctcmetrics_s"] = min(theirs)
+        out["ratio"] = out["gruunet_s"] / out["ctcmetrics_s"]
+    out.update(frames=frames, size=size, objects=objects)
+    return out
