@@ -77,3 +77,54 @@ def bench_evaluate(workdir: Path, frames: int = 92, size: int = 1024, objects: i
         out["ratio"] = out["gruunet_s"] / out["ctcmetrics_s"]
     out.update(frames=frames, size=size, objects=objects)
     return out
+
+
+def bench_model(size: int = 256, batch: int = 1, repeats: int = 3, device: str = "cpu", unet_base: int = 64) -> list[dict]:
+    """Parameters and seconds per crop for GRUU-Net and the U-Net baseline, interleaved in one run.
+
+    Forward is timed in eval mode without gradients; forward+backward in train mode with the
+    normalized focal loss. The best of ``repeats`` counts (after one warm-up each).
+    """
+    import torch
+
+    from .config import Arch, ModelConfig
+    from .loss import normalized_focal_loss
+    from .model import build_model, count_parameters
+
+    torch.manual_seed(0)
+    models = {
+        "gruunet": build_model(ModelConfig()).to(device),
+        f"unet (base {unet_base})": build_model(ModelConfig(arch=Arch.unet, unet_base=unet_base)).to(device),
+    }
+    x = torch.randn(batch, 1, size, size, device=device)
+    y = (torch.rand(batch, size, size, device=device) > 0.5).long()
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def forward(m) -> None:
+        m.eval()
+        with torch.no_grad():
+            m(x)
+
+    def train_step(m) -> None:
+        m.train()
+        m.zero_grad(set_to_none=True)
+        normalized_focal_loss(m(x), y).backward()
+
+    times: dict[str, dict[str, list[float]]] = {k: {"fwd": [], "fwd_bwd": []} for k in models}
+    for rep in range(repeats + 1):  # round 0 is the warm-up
+        for name, m in models.items():
+            for kind, fn in (("fwd", forward), ("fwd_bwd", train_step)):
+                sync()
+                t0 = time.perf_counter()
+                fn(m)
+                sync()
+                if rep:
+                    times[name][kind].append((time.perf_counter() - t0) / batch)
+    return [
+        {"model": name, "parameters": count_parameters(m), "fwd_s_per_crop": min(times[name]["fwd"]),
+         "fwd_bwd_s_per_crop": min(times[name]["fwd_bwd"]), "size": size, "device": device}
+        for name, m in models.items()
+    ]

@@ -112,6 +112,30 @@ def bench_evaluate(
         typer.echo(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
 
 
+@bench_app.command("model")
+@user_errors
+def bench_model(
+    size: Annotated[int, typer.Option(min=16, help="Crop side in pixels.")] = 256,
+    batch: Annotated[int, typer.Option(min=1, help="Crops per batch.")] = 1,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repetitions; the best counts.")] = 3,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels (Ronneberger: 64).")] = 64,
+) -> None:
+    """Parameters and forward / forward+backward seconds per crop: GRUU-Net vs U-Net, side by side."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import bench
+
+    rows = bench.bench_model(size=size, batch=batch, repeats=repeats, device=device, unet_base=unet_base)
+    table = Table(title=f"{size}×{size} crops, batch {batch}, {device}")
+    for col in ("model", "parameters", "forward s/crop", "forward+backward s/crop"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["model"], f"{r['parameters']:,}", f"{r['fwd_s_per_crop']:.4f}", f"{r['fwd_bwd_s_per_crop']:.4f}")
+    Console().print(table)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

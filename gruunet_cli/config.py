@@ -1,0 +1,123 @@
+"""Frozen configuration dataclasses, stored as JSON inside (and beside) every model file.
+
+A model file therefore always says how it was made: the architecture to rebuild, the intensity
+normalisation that `segment` must repeat, the post-processing defaults and the training record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, TypeVar
+
+
+class Arch(str, Enum):
+    gruunet = "gruunet"
+    unet = "unet"
+
+
+class LossName(str, Enum):
+    nfl = "nfl"  # normalized focal loss, paper eq. 14
+    fl = "fl"  # original focal loss, paper eq. 9-10
+    wce = "wce"  # U-Net pixel-weighted cross-entropy (Ronneberger 2015)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture. ``dims`` 2 → (B, C, H, W) inputs, 3 → (B, C, Z, H, W)."""
+
+    arch: Arch = Arch.gruunet
+    dims: int = 2
+    in_channels: int = 1
+    classes: int = 2
+    width: int = 32  # GRU state / stem channels (paper: 32)
+    frdu_widths: tuple[int, ...] = (32, 64, 128, 256, 512, 256, 128, 64, 32)  # c_t, Table 1
+    dense_layers: tuple[int, ...] = (3, 3, 6, 12, 12, 12, 6, 3, 3)  # k_t, Table 1
+    growth: int = 10  # dense-block growth rate (ours: gives 0.67M parameters, paper ~0.7M)
+    shared_gru: bool = True  # one GRU unfolded over all nine steps (ours: default)
+    head_bn: bool = True  # BN after the final 1x1 conv, as in Table 1
+    z_pool_levels: int = 4  # 3D only: how many of the 4 poolings also halve Z (anisotropic stacks)
+    unet_base: int = 64  # U-Net baseline: channels of the first level (Ronneberger: 64)
+    unet_depth: int = 4  # U-Net baseline: number of poolings
+
+    @property
+    def levels(self) -> int:
+        """Poolings on the way down (scale 1/2**levels at the bottom)."""
+        return self.unet_depth if self.arch == Arch.unet else len(self.frdu_widths) // 2
+
+    @property
+    def multiple(self) -> tuple[int, ...]:
+        """Input size multiple per spatial axis (inputs are padded to it and cropped back)."""
+        xy = 2**self.levels
+        if self.dims == 2:
+            return (xy, xy)
+        return (2 ** min(self.levels, self.z_pool_levels), xy, xy)
+
+
+@dataclass(frozen=True)
+class NormConfig:
+    """Percentile intensity normalisation: (x - p_low) / (p_high - p_low), per image."""
+
+    p_low: float = 1.0
+    p_high: float = 99.8
+
+
+@dataclass(frozen=True)
+class PostConfig:
+    """From foreground probability to instances (see `instances.py`)."""
+
+    threshold: float = 0.5
+    min_size: int = 15  # pixels (voxels in 3D); smaller components are dropped
+    grow: int = 2  # pixels to grow labels back over the separating ring, within p_fg > grow_threshold
+    grow_threshold: float = 0.3
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Everything stored with the weights."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    post: PostConfig = field(default_factory=PostConfig)
+    training: dict[str, Any] = field(default_factory=dict)  # provenance: data, iterations, scores, command
+
+
+T = TypeVar("T")
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass (nested) → JSON-ready dict; Enums become their values, tuples lists."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Inverse of `to_dict` for our dataclasses; unknown keys are an error, missing ones default."""
+    hints = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - set(hints)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name) if name in hints else None  # type: ignore[call-arg]
+        if dataclasses.is_dataclass(default):
+            value = from_dict(type(default), value)
+        elif isinstance(default, Enum):
+            value = type(default)(value)
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(to_dict(obj), indent=2, sort_keys=True)

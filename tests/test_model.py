@@ -1,0 +1,111 @@
+"""GRUU-Net and U-Net: shapes, gradients, the paper's size, per-iteration outputs, learning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gruunet_cli.config import Arch, ModelConfig
+from gruunet_cli.loss import normalized_focal_loss
+from gruunet_cli.model import ConvGRUCell, GRUUNet, build_model, count_parameters
+
+SMALL_UNET = dict(arch=Arch.unet, unet_base=8)
+
+
+@pytest.mark.parametrize("cfg, shape", [
+    (ModelConfig(), (2, 1, 67, 45)),
+    (ModelConfig(), (1, 1, 16, 16)),
+    (ModelConfig(dims=3, z_pool_levels=1), (1, 1, 5, 33, 40)),
+    (ModelConfig(in_channels=2, shared_gru=False), (1, 2, 20, 31)),
+    (ModelConfig(**SMALL_UNET), (2, 1, 67, 45)),
+    (ModelConfig(dims=3, z_pool_levels=1, **SMALL_UNET), (1, 1, 5, 33, 40)),
+])
+def test_output_shape_any_size(cfg: ModelConfig, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        out = model(torch.randn(shape))
+    assert out.shape == (shape[0], cfg.classes, *shape[2:])
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(shared_gru=False), ModelConfig(**SMALL_UNET)])
+def test_every_parameter_gets_a_gradient(cfg: ModelConfig) -> None:
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    x = torch.randn(2, 1, 32, 48)
+    target = (torch.rand(2, 32, 48) > 0.5).long()
+    normalized_focal_loss(model(x), target).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_parameter_count_near_paper() -> None:
+    n = count_parameters(GRUUNet(ModelConfig()))
+    assert 0.6e6 < n < 0.8e6, n  # paper: ~0.7M
+    assert count_parameters(GRUUNet(ModelConfig(shared_gru=False))) == n + 8 * count_parameters(ConvGRUCell(2, 32))
+
+
+def test_nine_iterations_end_in_the_output() -> None:
+    torch.manual_seed(0)
+    model = GRUUNet(ModelConfig()).eval()
+    x = torch.randn(1, 1, 40, 40)
+    with torch.no_grad():
+        steps = model(x, return_iterations=True)
+        out = model(x)
+    assert len(steps) == 9
+    assert all(s.shape == out.shape for s in steps)
+    torch.testing.assert_close(steps[-1], out)
+    assert not torch.allclose(steps[0], steps[-1])
+
+
+def test_gru_cell_follows_equations() -> None:
+    """h_t = z∘h + (1−z)∘LReLU(W_h*x + U_h*(r∘h) + b_h), recomputed with plain convolutions."""
+    torch.manual_seed(0)
+    cell = ConvGRUCell(2, 4)
+    x, h = torch.randn(1, 4, 9, 9), torch.randn(1, 4, 9, 9)
+    conv = lambda m, t, w, b=None: torch.nn.functional.conv2d(  # noqa: E731
+        torch.nn.functional.pad(t, (1, 1, 1, 1), mode="reflect"), w, b)
+    Wr, Wz, Wh = cell.w.weight.chunk(3)
+    br, bz, bh = cell.w.bias.chunk(3)
+    Ur, Uz = cell.u_rz.weight.chunk(2)
+    r = torch.sigmoid(conv(None, x, Wr, br) + conv(None, h, Ur))
+    z = torch.sigmoid(conv(None, x, Wz, bz) + conv(None, h, Uz))
+    h_tilde = torch.nn.functional.leaky_relu(conv(None, x, Wh, bh) + conv(None, r * h, cell.u_h.weight), 0.2)
+    torch.testing.assert_close(cell(x, h), z * h + (1 - z) * h_tilde)
+
+
+def discs_image(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 64×64 noisy image of four discs and its foreground target."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:64, :64]
+    lab = np.zeros((64, 64), np.int64)
+    for cy, cx, r in [(15, 15, 8), (40, 20, 10), (30, 45, 9), (52, 50, 6)]:
+        lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1
+    img = lab + rng.normal(0, 0.3, lab.shape)
+    return torch.tensor(img, dtype=torch.float32)[None, None], torch.tensor(lab)[None]
+
+
+def test_overfits_one_image() -> None:
+    """AMSGrad + normalized focal loss fit one 64×64 image to Dice > 0.95 (eval mode) in ≤ 150 steps."""
+    torch.manual_seed(0)
+    x, y = discs_image()
+    model = GRUUNet(ModelConfig())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), amsgrad=True)
+    best = 0.0
+    for step in range(150):
+        model.train()
+        opt.zero_grad()
+        normalized_focal_loss(model(x), y).backward()
+        opt.step()
+        if step % 10 == 9:
+            model.eval()
+            with torch.no_grad():
+                pred = model(x).argmax(1)
+            best = max(best, float(2 * ((pred == 1) & (y == 1)).sum() / ((pred == 1).sum() + (y == 1).sum())))
+            if best > 0.95:
+                break
+    assert best > 0.95
