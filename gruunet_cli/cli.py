@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Callable, TypeVar
 
 import typer
+from rich.progress import TextColumn
 
 from .errors import UserError
 
@@ -84,9 +85,39 @@ def train() -> None:
 
 @app.command()
 @user_errors
-def segment() -> None:
-    """Segment a CTC sequence into maskNNN.tif files (not yet implemented)."""
-    _not_yet("segment")
+def segment(
+    source: Annotated[Path, typer.Argument(help="Sequence folder with tNNN.tif (e.g. 02/), or one tNNN.tif.")],
+    out_dir: Annotated[Path, typer.Argument(help="Result folder for maskNNN.tif (e.g. 02_RES/).")],
+    weights: Annotated[Path, typer.Option(help="Model file (weights/NAME or weights/NAME.safetensors).")],
+    tile: Annotated[int, typer.Option(min=16, help="Tile side in pixels for sliding-window inference.")] = 512,
+    tile_z: Annotated[int, typer.Option(min=1, help="Tile depth for 3D models.")] = 64,
+    overlap: Annotated[int, typer.Option(min=0, help="Overlap between tiles in pixels (blended linearly).")] = 64,
+    batch: Annotated[int, typer.Option(min=1, help="Tiles per forward pass (raise it on a GPU).")] = 4,
+    device: Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")] = "auto",
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on GPU.")] = True,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: torch's choice).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo frames whose mask already exists.")] = False,
+    threshold: Annotated[float | None, typer.Option(help="Foreground probability threshold (default: model file's).")] = None,
+    min_size: Annotated[int | None, typer.Option(help="Drop objects smaller than this many pixels (default: model file's).")] = None,
+    grow: Annotated[int | None, typer.Option(help="Pixels to grow labels back over the separating ring (default: model file's).")] = None,
+    iterations: Annotated[Path | None, typer.Option(help="Write the 9 per-iteration GRU maps (paper Fig. 7) of the first frame here.")] = None,
+    overlay: Annotated[Path | None, typer.Option(help="Write PNG overlays of mask contours on the image here.")] = None,
+) -> None:
+    """Segment every tNNN.tif into a CTC mask (uint16, 0 = background, one label per cell)."""
+    from . import segment as seg
+    from .progress import progress_bar
+
+    if not source.exists():
+        raise UserError("does not exist", source)
+    post = seg.with_post_overrides(seg.read_post(weights), threshold=threshold, min_size=min_size, grow=grow)
+    opts = seg.SegmentOptions(tile=tile, tile_z=tile_z, overlap=overlap, batch=batch, device=device, amp=amp,
+                              threads=threads, overwrite=overwrite, post=post)
+    total = len(seg.input_frames(source))
+    with progress_bar(TextColumn("{task.fields[frame]}")) as bar:
+        task = bar.add_task("segmenting", total=total, frame="")
+        written = seg.run(source, out_dir, weights, opts, iterations, overlay,
+                          progress=lambda name: bar.update(task, advance=1, frame=name))
+    typer.echo(f"wrote {len(written)} mask(s) to {out_dir}")
 
 
 bench_app = typer.Typer(help="Speed benchmarks, measured side by side in one run.", no_args_is_help=True)

@@ -149,5 +149,5 @@ def write_tiff_atomic(path: Path, array: np.ndarray, compression: str | None = "
 def write_mask(path: Path, labels: np.ndarray) -> None:
     """Write a CTC result mask: ``uint16``, 0 = background, labels must fit in 1..65535."""
     if labels.size and int(labels.max()) > np.iinfo(np.uint16).max:
-        raise ValueError(f"{path}: {int(labels.max())} labels do not fit in uint16")
+        raise UserError(f"{int(labels.max())} labels do not fit in uint16", path)
     write_tiff_atomic(path, labels.astype(np.uint16, copy=False))

@@ -1,0 +1,36 @@
+"""Device, threads and mixed precision: one place that decides where tensors live."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from .errors import UserError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' → the GPU when present, else the CPU; 'cpu', 'cuda', 'cuda:N' as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but no CUDA GPU is available")
+    return device
+
+
+def set_threads(threads: int | None) -> None:
+    """CPU threads for torch (None leaves torch's default)."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """fp16/bf16 autocast on CUDA when enabled; a no-op on the CPU."""
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return nullcontext()

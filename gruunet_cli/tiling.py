@@ -1,0 +1,100 @@
+"""Sliding-window inference with overlapping, linearly blended tiles in bounded memory.
+
+Tiles form a Cartesian grid (per-axis start positions), and the blending window is a product of
+per-axis ramps, so the sum of weights is the outer product of per-axis sums: no full-size
+weight array is needed, only the output accumulator.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` px covering ``length`` px with at least ``overlap`` px overlap.
+
+    >>> tile_starts(100, 40, 10)
+    [0, 30, 60]
+    >>> tile_starts(30, 40, 10)
+    [0]
+    """
+    if length <= tile:
+        return [0]
+    stride = max(1, tile - overlap)
+    starts = list(range(0, length - tile + 1, stride))
+    if starts[-1] != length - tile:
+        starts.append(length - tile)
+    return starts
+
+
+def ramp(tile: int, overlap: int) -> np.ndarray:
+    """1D blending weights: rising linearly over ``overlap`` px at both ends, 1 in between, > 0 everywhere.
+
+    >>> [round(v, 3) for v in ramp(6, 2).tolist()]
+    [0.333, 0.667, 1.0, 1.0, 0.667, 0.333]
+    """
+    i = np.arange(tile, dtype=np.float64)
+    return np.minimum(1.0, np.minimum(i + 1, tile - i) / (overlap + 1)).astype(np.float32)
+
+
+def tiles(shape: tuple[int, ...], tile: tuple[int, ...], overlap: tuple[int, ...]) -> Iterator[tuple[slice, ...]]:
+    """All tile windows (slices) of the grid, in C order."""
+    per_axis = [tile_starts(s, min(t, s), o) for s, t, o in zip(shape, tile, overlap)]
+    sizes = [min(t, s) for s, t in zip(shape, tile)]
+    for starts in itertools.product(*per_axis):
+        yield tuple(slice(a, a + n) for a, n in zip(starts, sizes))
+
+
+def predict_tiled(
+    predict: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    tile: tuple[int, ...],
+    overlap: tuple[int, ...],
+    channels: int = 1,
+    batch: int = 1,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
+    """Run ``predict`` over overlapping tiles of ``image`` and blend the results.
+
+    Args:
+        predict: (B, *t) float32 tiles → (B, channels, *t) float32 outputs.
+        image: (*S) array (any dtype; ``prepare`` turns a tile into float32, e.g. normalisation).
+        tile, overlap: per spatial axis; a tile larger than the image shrinks to it.
+        channels: output channels per pixel.
+        batch: tiles per ``predict`` call.
+    Returns:
+        (channels, *S) float32.
+    """
+    shape = image.shape
+    sizes = [min(t, s) for s, t in zip(shape, tile)]
+    windows_1d = [ramp(n, min(o, n // 2)) for n, o in zip(sizes, overlap)]
+    window = windows_1d[0]
+    for w in windows_1d[1:]:
+        window = np.multiply.outer(window, w)
+    out = np.zeros((channels, *shape), np.float32)
+    pending: list[tuple[slice, ...]] = []
+
+    def flush() -> None:
+        crops = np.stack([image[w] if prepare is None else prepare(image[w]) for w in pending]).astype(np.float32)
+        for w, pred in zip(pending, predict(crops)):
+            out[(slice(None), *w)] += pred * window
+        pending.clear()
+
+    for w in tiles(shape, tile, overlap):
+        pending.append(w)
+        if len(pending) == batch:
+            flush()
+    if pending:
+        flush()
+    # Sum of weights = outer product of the per-axis sums of the 1D ramps over tile starts.
+    norm = None
+    for axis, (s, n, w1) in enumerate(zip(shape, sizes, windows_1d)):
+        total = np.zeros(s, np.float32)
+        for a in tile_starts(s, n, overlap[axis]):
+            total[a:a + n] += w1
+        norm = total if norm is None else np.multiply.outer(norm, total)
+    out /= norm
+    return out
