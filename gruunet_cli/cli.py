@@ -5,13 +5,16 @@ Heavy imports (torch) happen inside the commands so that `gruunet --help` is ins
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
 from pathlib import Path
 from typing import Annotated, Callable, TypeVar
 
 import typer
 from rich.progress import TextColumn
 
+from .config import Arch, LossName
 from .errors import UserError
 
 app = typer.Typer(
@@ -78,9 +81,73 @@ def evaluate(
 
 @app.command()
 @user_errors
-def train() -> None:
-    """Train GRUU-Net on a CTC sequence (not yet implemented)."""
-    _not_yet("train")
+def train(
+    images: Annotated[Path, typer.Argument(help="Training sequence folder with tNNN.tif (e.g. 01/).")],
+    gt: Annotated[Path, typer.Argument(help="Its reference folder (01_GT/ or 01_GT/SEG).")],
+    out: Annotated[Path, typer.Option(help="Model file to write (weights/NAME → NAME.safetensors, .json, logs).")],
+    st: Annotated[Path | None, typer.Option(help="Silver truth (01_ST/) adding frames the GT lacks.")] = None,
+    val: Annotated[tuple[Path, Path] | None, typer.Option(help="Validation sequence and its GT (02/ 02_GT/); default: hold out 25% of the frames.")] = None,
+    model: Annotated[Arch, typer.Option(help="Network.")] = Arch.gruunet,
+    loss: Annotated[LossName, typer.Option(help="nfl: normalized focal (eq. 14), fl: focal (eq. 9), wce: U-Net weighted CE.")] = LossName.nfl,
+    dims: Annotated[int | None, typer.Option(min=2, max=3, help="2D or 3D network (default: that of the images; 2 for slice GT).")] = None,
+    crop: Annotated[int | None, typer.Option(min=16, help="Crop side (default: about the largest object, rounded to 16, within 64..256).")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Crops per step (paper: 2).")] = 2,
+    lr: Annotated[float, typer.Option(help="AMSGrad learning rate (paper: 1e-3).")] = 1e-3,
+    iterations: Annotated[int, typer.Option(min=1, help="Training iterations (paper: ~10,000).")] = 10_000,
+    val_interval: Annotated[int, typer.Option(min=1, help="Validate every N iterations.")] = 100,
+    patience: Annotated[int, typer.Option(min=1, help="Stop after N validations without a better SEG.")] = 10,
+    clean_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Last fraction of iterations on un-augmented crops.")] = 0.1,
+    workers: Annotated[int, typer.Option(min=0, help="Augmentation worker processes (0: inline).")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed for weights and sampling.")] = 0,
+    device: Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")] = "auto",
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on GPU.")] = True,
+    checkpoint_interval: Annotated[int, typer.Option(min=1, help="Write a checkpoint every N iterations.")] = 500,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT's checkpoint (same options).")] = False,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Augment: random flips.")] = True,
+    rotate90: Annotated[bool, typer.Option("--rotate90/--no-rotate90", help="Augment: 90° rotations.")] = True,
+    rotate: Annotated[bool, typer.Option("--rotate/--no-rotate", help="Augment: arbitrary rotations.")] = True,
+    zoom: Annotated[bool, typer.Option("--zoom/--no-zoom", help="Augment: zoom 0.8–1.25.")] = True,
+    intensity: Annotated[bool, typer.Option("--intensity/--no-intensity", help="Augment: brightness and contrast.")] = True,
+    elastic: Annotated[bool, typer.Option("--elastic/--no-elastic", help="Augment: grid elastic deformation.")] = True,
+    unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels.")] = 64,
+) -> None:
+    """Train GRUU-Net (or the U-Net baseline) on a CTC sequence, as in the paper's Section 2.3."""
+    from rich.progress import TextColumn as Col
+
+    from . import train as tr
+    from .augment import AugmentConfig
+    from .progress import progress_bar
+
+    for path in (images, gt, st, *(val or ())):
+        if path is not None and not path.exists():
+            raise UserError("does not exist", path)
+    dims = dims or tr.guess_dims(images, gt)
+    aug = AugmentConfig(
+        flip=flip, rotate90=rotate90, rotate=rotate, zoom=(0.8, 1.25) if zoom else (1.0, 1.0),
+        brightness=0.1 if intensity else 0.0, contrast=(0.8, 1.25) if intensity else (1.0, 1.0),
+        elastic_sigma=4.0 if elastic else 0.0,
+    )
+    model_cfg = tr.default_model(model, dims)
+    if model == Arch.unet:
+        model_cfg = dataclasses.replace(model_cfg, unet_base=unet_base)
+    cfg = tr.TrainConfig(
+        model=model_cfg, loss=loss, crop=crop, batch=batch, lr=lr, iterations=iterations, val_interval=val_interval,
+        patience=patience, clean_fraction=clean_fraction, workers=workers, seed=seed, device=device, amp=amp,
+        checkpoint_interval=checkpoint_interval, augment=aug,
+    )
+    src = tr.TrainData(images, gt, st, *(val or (None, None)))
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
+    with progress_bar(Col("loss {task.fields[loss]:.4f}"), Col("data wait {task.fields[wait]:.1%}"),
+                      disable=not main_rank) as bar:
+        task = bar.add_task("training", total=iterations, loss=float("nan"), wait=0.0)
+        result = tr.run(cfg, src, out, resume=resume,
+                        progress=lambda i, st_: bar.update(task, completed=i, loss=st_["loss"], wait=st_["wait"]))
+    how = "interrupted, checkpoint saved" if result.interrupted else "stopped early" if result.stopped_early else "done"
+    if main_rank:
+        typer.echo(f"{how} after {result.iterations} iterations; best validation SEG {result.best_seg:.4f} "
+                   f"at iteration {result.best_iteration}; model: {result.model_path}")
+    if result.interrupted:
+        raise typer.Exit(130)
 
 
 @app.command()

@@ -12,18 +12,29 @@ from scipy import ndimage as ndi
 from .config import PostConfig
 
 
+def _window(ndim: int, radius: int, in_plane: bool) -> list[int]:
+    size = [2 * radius + 1] * ndim
+    if in_plane and ndim == 3:
+        size[0] = 1
+    return size
+
+
+def _label_range(labels: np.ndarray, size: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel: (its label, the largest label, the smallest non-zero label) within the window;
+    the smallest is ``labels.max() + 1`` where the window holds background only."""
+    lab = labels.astype(np.int64, copy=False)
+    big = int(lab.max(initial=0)) + 1  # stands for background in the minimum (int64 max overflows in scipy)
+    hi = ndi.maximum_filter(lab, size=size, mode="nearest")
+    lo = ndi.minimum_filter(np.where(lab == 0, big, lab), size=size, mode="nearest")
+    return lab, hi, np.where(lo == big, 0, lo)
+
+
 def touching(labels: np.ndarray, in_plane: bool = False) -> np.ndarray:
     """Object pixels that have a neighbour (8/26-connected) belonging to another object.
 
     ``in_plane`` restricts the neighbourhood to the last two axes (anisotropic stacks).
     """
-    size = [3] * labels.ndim
-    if in_plane and labels.ndim == 3:
-        size[0] = 1
-    lab = labels.astype(np.int64, copy=False)
-    big = int(lab.max(initial=0)) + 1  # stands for background in the minimum (int64 max overflows in scipy)
-    hi = ndi.maximum_filter(lab, size=size, mode="nearest")
-    lo = ndi.minimum_filter(np.where(lab == 0, big, lab), size=size, mode="nearest")
+    lab, hi, lo = _label_range(labels, _window(labels.ndim, 1, in_plane))
     return (lab > 0) & ((hi != lab) | (lo != lab))
 
 
@@ -37,6 +48,18 @@ def separated_foreground(labels: np.ndarray, in_plane: bool = False) -> np.ndarr
     return (labels > 0) & ~touching(labels, in_plane)
 
 
+def between_labels(labels: np.ndarray, radius: int, in_plane: bool = False) -> np.ndarray:
+    """Background pixels with two different labels within ``radius`` (the separating ring).
+
+    >>> between_labels(np.array([[1, 0, 0, 2, 0, 0]]), 1).astype(int).tolist()
+    [[0, 0, 0, 0, 0, 0]]
+    >>> between_labels(np.array([[1, 0, 0, 2, 0, 0]]), 2).astype(int).tolist()
+    [[0, 1, 1, 0, 0, 0]]
+    """
+    lab, hi, lo = _label_range(labels, _window(labels.ndim, radius, in_plane))
+    return (lab == 0) & (lo > 0) & (hi != lo)
+
+
 def _footprint(ndim: int, in_plane: bool) -> np.ndarray:
     fp = ndi.generate_binary_structure(ndim, 1)
     if in_plane and ndim == 3:
@@ -47,13 +70,19 @@ def _footprint(ndim: int, in_plane: bool) -> np.ndarray:
 def probability_to_labels(p_fg: np.ndarray, post: PostConfig, in_plane: bool = False) -> np.ndarray:
     """Foreground probability (H, W) / (Z, H, W) float → labels 1..n (uint16 when n < 65536, else uint32).
 
-    Threshold, connected components (face connectivity), drop components under ``post.min_size``,
+    Threshold, connected components (full connectivity), drop components under ``post.min_size``,
     then grow every label by up to ``post.grow`` pixels into background where
-    ``p_fg > post.grow_threshold`` (giving back the ring that separated touching cells). Growth
-    assigns each pixel to one label only, so labels never merge.
+    ``p_fg > post.grow_threshold`` or where two labels are within ``post.grow`` pixels (giving back
+    the ring that separated touching cells in the training target). Growth assigns each pixel
+    to one label only, so labels never merge.
     """
     fp = _footprint(p_fg.ndim, in_plane)
-    labels, n = ndi.label(p_fg > post.threshold, structure=fp, output=np.int32)
+    # Fully connected components: the training target keeps different objects apart even
+    # diagonally, so full connectivity only keeps thin parts of one object together.
+    full = ndi.generate_binary_structure(p_fg.ndim, p_fg.ndim)
+    if in_plane and p_fg.ndim == 3:
+        full[0] = full[2] = fp[0]
+    labels, n = ndi.label(p_fg > post.threshold, structure=full, output=np.int32)
     if n:
         sizes = np.bincount(labels.ravel())
         keep = sizes >= post.min_size
@@ -63,7 +92,7 @@ def probability_to_labels(p_fg: np.ndarray, post: PostConfig, in_plane: bool = F
         labels = lut[labels]
         n = int(keep.sum())
     if n and post.grow > 0:
-        room = p_fg > post.grow_threshold
+        room = (p_fg > post.grow_threshold) | between_labels(labels, post.grow, in_plane)
         for _ in range(post.grow):
             grown = ndi.grey_dilation(labels, footprint=fp)
             labels = np.where((labels == 0) & room, grown, labels)

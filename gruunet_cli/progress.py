@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
-def progress_bar(*extra_columns, transient: bool = False) -> Progress:
+def progress_bar(*extra_columns, transient: bool = False, disable: bool = False) -> Progress:
     """A progress bar with description, bar, count, elapsed and remaining time, plus ``extra_columns``."""
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -17,4 +17,5 @@ def progress_bar(*extra_columns, transient: bool = False) -> Progress:
         *extra_columns,
         console=Console(stderr=True),
         transient=transient,
+        disable=disable,
     )

@@ -91,3 +91,43 @@ def write_sequence(root: Path, seq: str, gt_frames: dict[int, np.ndarray], res_f
             tifffile.imwrite(name / f"{prefix}{t:0{digits}d}.tif", relab)
         (name / track_file).write_text("\n".join(lines) + ("\n" if lines else ""))
     return res, gt
+
+
+def touching_discs(rng: np.random.Generator, shape: tuple[int, int], n: int, radius: tuple[float, float] = (5, 10)) -> np.ndarray:
+    """Up to ``n`` non-overlapping discs, many touching their neighbours (convex objects, so
+    separating them never splits one). Returns uint16 labels 1..k."""
+    labels = np.zeros(shape, np.uint16)
+    placed: list[tuple[float, float, float]] = []
+    yy, xx = np.indices(shape)
+    for _ in range(50 * n):
+        if len(placed) == n:
+            break
+        cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+        r = rng.uniform(*radius)
+        if any(np.hypot(cy - y, cx - x) < r + q - 0.5 for y, x, q in placed):
+            continue
+        disc = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (labels == 0)
+        if disc.sum() < 10:
+            continue
+        placed.append((cy, cx, r))
+        labels[disc] = len(placed)
+    return labels
+
+
+def write_ctc(root: Path, seq: str, images: list[np.ndarray], labels: dict[int, np.ndarray], digits: int = 3) -> tuple[Path, Path]:
+    """``root/<seq>/tNNN.tif`` and ``root/<seq>_GT/SEG/man_segNNN.tif``; returns (image folder, GT folder)."""
+    img_dir, seg = root / seq, root / f"{seq}_GT" / "SEG"
+    img_dir.mkdir(parents=True)
+    seg.mkdir(parents=True)
+    for t, img in enumerate(images):
+        tifffile.imwrite(img_dir / f"t{t:0{digits}d}.tif", img)
+    for t, lab in labels.items():
+        tifffile.imwrite(seg / f"man_seg{t:0{digits}d}.tif", lab)
+    return img_dir, seg.parent
+
+
+def render(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
+    """A noisy uint16 fluorescence-like image of the labelled objects."""
+    fg = (labels > 0).astype(np.float64)
+    img = 200 + 800 * ndi.gaussian_filter(fg, 1.0) + rng.normal(0, 40, labels.shape)
+    return np.clip(img, 0, 65535).astype(np.uint16)

@@ -1,0 +1,5 @@
+"""`python -m gruunet_cli` (used with `torchrun ... -m gruunet_cli train ...`)."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,325 @@
+"""`gruunet train`: the paper's training procedure (Section 2.3), as an outline of small steps.
+
+AMSGrad (Adam, amsgrad=True, β = 0.9/0.999), batches of augmented crops centred on ground-truth
+objects from the prefetcher, validation every ``val_interval`` iterations (loss, Dice, SEG),
+early stopping on a plateau, the best model kept, un-augmented crops in the last phase,
+atomic checkpoints, bit-for-bit ``--resume``, Ctrl-C saves and stops. Under `torchrun` each
+rank trains a DistributedDataParallel replica with its own augmentation workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import curves, data, distributed, modelfile
+from .augment import AugmentConfig
+from .atomic import atomic_path
+from .config import Arch, LossName, ModelConfig, ModelMeta, NormConfig, PostConfig, to_dict
+from .errors import UserError
+from .loss import compute_loss
+from .model import build_model, count_parameters
+from .prefetch import SamplingConfig, make_loader
+from .runtime import autocast, resolve_device
+from .validation import ValScores, validate
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides how a model is trained (stored in the model file)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossName = LossName.nfl
+    gamma: float = 2.0
+    crop: int | None = None  # None: about the largest object, rounded to 16
+    batch: int = 2
+    lr: float = 1e-3
+    iterations: int = 10_000
+    val_interval: int = 100
+    patience: int = 10  # validations without a better SEG before stopping
+    clean_fraction: float = 0.1  # last fraction of iterations on un-augmented crops
+    val_fraction: float = 0.25  # held out when no validation sequence is given
+    workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    checkpoint_interval: int = 500
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    post: PostConfig = field(default_factory=PostConfig)
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """Where the frames come from (recorded in the model file)."""
+
+    images: Path
+    gt: Path
+    st: Path | None = None
+    val_images: Path | None = None
+    val_gt: Path | None = None
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint restores besides weights and optimizer."""
+
+    iteration: int = 0
+    best_seg: float = -math.inf
+    best_iteration: int = 0
+    bad_validations: int = 0
+    elapsed_s: float = 0.0
+    rows: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_path: Path
+    iterations: int
+    best_iteration: int
+    best_seg: float
+    stopped_early: bool
+    interrupted: bool
+    rows: list[dict[str, float]]
+
+
+def output_paths(out: Path) -> dict[str, Path]:
+    base = modelfile.weights_path(out)
+    stem = base.with_suffix("")
+    return {
+        "model": base,
+        "checkpoint": stem.with_name(stem.name + ".ckpt.pt"),
+        "log": stem.with_name(stem.name + ".train_log.csv"),
+        "curves": stem.with_name(stem.name + ".curves.png"),
+    }
+
+
+def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, state: TrainState, cfg: TrainConfig) -> None:
+    """Model, optimizer and loop state in one file, written atomically (plain tensors and numbers)."""
+    blob = {
+        "model": modelfile.plain_module(model).state_dict(),
+        "optimizer": opt.state_dict(),
+        "state": dataclasses.asdict(state),
+        "config": to_dict(cfg),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig) -> TrainState:
+    if not path.is_file():
+        raise UserError("no checkpoint to resume from", path)
+    blob = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
+    if blob["config"] != to_dict(cfg):
+        raise UserError("checkpoint was made with another configuration; resume with the same options", path)
+    modelfile.plain_module(model).load_state_dict(blob["model"])
+    opt.load_state_dict(blob["optimizer"])
+    return TrainState(**blob["state"])
+
+
+def _meta(cfg: TrainConfig, data_src: TrainData, state: TrainState, crop: int, extra: dict[str, Any]) -> ModelMeta:
+    training = {
+        "config": to_dict(cfg),
+        "crop": crop,
+        "data": {k: None if v is None else str(v) for k, v in dataclasses.asdict(data_src).items()},
+        "best_iteration": state.best_iteration,
+        "best_val_seg": state.best_seg if math.isfinite(state.best_seg) else None,
+        "iterations_run": state.iteration,
+        "wall_time_s": round(state.elapsed_s, 1),
+        **extra,
+    }
+    return ModelMeta(model=cfg.model, norm=cfg.norm, post=cfg.post, training=training)
+
+
+def _frames(cfg: TrainConfig, src: TrainData) -> tuple[list[data.Frame], list[data.Frame]]:
+    frames = data.load_frames(src.images, src.gt, cfg.model.dims, cfg.norm, src.st)
+    if not frames:
+        raise UserError("no annotated frames to train on", src.gt)
+    if src.val_images is not None:
+        val = data.load_frames(src.val_images, src.val_gt, cfg.model.dims, cfg.norm)
+        return frames, val
+    return data.split(frames, cfg.val_fraction)
+
+
+def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
+        progress: Callable[[int, dict[str, float]], None] | None = None,
+        on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train and write the best model to ``out`` (``NAME.safetensors`` + ``.json``), with
+    ``NAME.train_log.csv``, ``NAME.curves.png`` and ``NAME.ckpt.pt`` beside it.
+
+    ``progress(iteration, stats)`` is called after every step on the main rank; ``on_step(i)``
+    before step i (a hook; tests raise KeyboardInterrupt there to simulate Ctrl-C).
+    """
+    device = resolve_device(cfg.device)
+    dinfo = distributed.init_from_env(device.type)
+    if dinfo.enabled and device.type == "cuda":
+        device = torch.device("cuda", dinfo.local_rank)
+        torch.cuda.set_device(device)
+    paths = output_paths(out)
+    train_frames, val_frames = _frames(cfg, src)
+    crop = cfg.crop or data.auto_crop(train_frames)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
+    model = build_model(cfg.model).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), amsgrad=True)
+    state = load_checkpoint(paths["checkpoint"], model, opt, cfg) if resume else TrainState()
+    net: nn.Module = model
+    if dinfo.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    sampling = SamplingConfig(
+        crop=crop, batch=cfg.batch, seed=cfg.seed, augment=cfg.augment,
+        clean_from_batch=int(cfg.iterations * (1 - cfg.clean_fraction)),
+        weight_maps=cfg.loss == LossName.wce,
+    )
+    loader = make_loader(train_frames, sampling, cfg.workers, start_batch=state.iteration, rank=dinfo.rank,
+                         world=dinfo.world, pin_memory=device.type == "cuda")
+    use_fp16 = cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
+    extra = {"parameters": count_parameters(model), "device": str(device), "world_size": dinfo.world,
+             "train_frames": [f.name for f in train_frames], "val_frames": [f.name for f in val_frames]}
+
+    interval = {"loss": 0.0, "steps": 0, "wait": 0.0, "time": 0.0}
+    stopped_early = interrupted = False
+    batches = iter(loader)
+    t_start = time.perf_counter() - state.elapsed_s
+    try:
+        with _deferred_sigint() as sigint:
+            while state.iteration < cfg.iterations:
+                if on_step is not None:
+                    on_step(state.iteration)
+                if sigint.received:  # Ctrl-C between steps: a consistent state to save
+                    raise KeyboardInterrupt
+                t0 = time.perf_counter()
+                batch = next(batches)
+                x = batch["image"].to(device, non_blocking=True)  # (B, 1, *c)
+                y = batch["target"].to(device, non_blocking=True)  # (B, *c)
+                w = batch["weight"].to(device, non_blocking=True) if "weight" in batch else None
+                t_data = time.perf_counter() - t0
+                loss = train_step(net, opt, scaler, x, y, w, cfg, device)
+                state.iteration += 1
+                interval["loss"] += loss
+                interval["steps"] += 1
+                interval["wait"] += t_data
+                interval["time"] += time.perf_counter() - t0
+                if dinfo.main and progress is not None:
+                    progress(state.iteration, {"loss": loss, "wait": interval["wait"] / max(interval["time"], 1e-9)})
+                last = state.iteration == cfg.iterations
+                if state.iteration % cfg.val_interval == 0 or last:
+                    stop = False
+                    if dinfo.main:
+                        state.elapsed_s = time.perf_counter() - t_start
+                        scores = validate(model, val_frames, device, cfg.post, cfg.gamma, cfg.amp)
+                        stop = _record(state, scores, interval, cfg, model, paths, src, crop, extra)
+                        interval = {"loss": 0.0, "steps": 0, "wait": 0.0, "time": 0.0}
+                    if distributed.broadcast_flag(stop, dinfo, device):
+                        stopped_early = True
+                        break
+                if dinfo.main and (state.iteration % cfg.checkpoint_interval == 0 or last):
+                    save_checkpoint(paths["checkpoint"], model, opt, state, cfg)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        del batches  # stops the worker processes
+    state.elapsed_s = time.perf_counter() - t_start
+    if dinfo.main:
+        save_checkpoint(paths["checkpoint"], model, opt, state, cfg)
+        if state.best_iteration == 0:  # no validation yet: keep the current weights
+            modelfile.save(paths["model"], model, _meta(cfg, src, state, crop, extra))
+        curves.write_csv(paths["log"], state.rows)
+        if state.rows:
+            curves.plot(paths["curves"], state.rows, title=f"{cfg.model.arch.value}, loss {cfg.loss.value}")
+    distributed.barrier(dinfo)
+    distributed.shutdown(dinfo)
+    return TrainResult(paths["model"], state.iteration, state.best_iteration, state.best_seg, stopped_early,
+                       interrupted, state.rows)
+
+
+class _SigintFlag:
+    received = False
+
+
+class _deferred_sigint:
+    """While active, Ctrl-C only sets a flag that the loop checks between steps (main thread only)."""
+
+    def __enter__(self) -> _SigintFlag:
+        import signal
+        import threading
+
+        self.flag = _SigintFlag()
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, lambda *_: setattr(self.flag, "received", True))
+        return self.flag
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def train_step(net: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, x: torch.Tensor,
+               y: torch.Tensor, w: torch.Tensor | None, cfg: TrainConfig, device: torch.device) -> float:
+    """One optimisation step; returns the loss."""
+    net.train()
+    opt.zero_grad(set_to_none=True)
+    with autocast(device, cfg.amp):
+        logits = net(x)  # (B, 2, *c)
+    loss = compute_loss(cfg.loss, logits.float(), y, w, cfg.gamma)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    return float(loss.detach())
+
+
+def _record(state: TrainState, scores: ValScores, interval: dict[str, float], cfg: TrainConfig, model: nn.Module,
+            paths: dict[str, Path], src: TrainData, crop: int, extra: dict[str, Any]) -> bool:
+    """Log a validation, keep the best model, and say whether the plateau has lasted long enough."""
+    steps = max(interval["steps"], 1)
+    state.rows.append({
+        "iteration": state.iteration,
+        "train_loss": interval["loss"] / steps,
+        "val_loss": scores.loss,
+        "val_dice": scores.dice,
+        "val_seg": scores.seg,
+        "data_wait_fraction": interval["wait"] / max(interval["time"], 1e-9),
+        "it_per_s": steps / max(interval["time"], 1e-9),
+        "elapsed_s": state.elapsed_s,
+    })
+    seg = scores.seg if math.isfinite(scores.seg) else -1.0
+    if seg > state.best_seg:
+        state.best_seg, state.best_iteration, state.bad_validations = seg, state.iteration, 0
+        modelfile.save(paths["model"], model, _meta(cfg, src, state, crop, {**extra, "val_dice": scores.dice}))
+    else:
+        state.bad_validations += 1
+    curves.write_csv(paths["log"], state.rows)
+    return state.bad_validations >= cfg.patience
+
+
+def default_model(arch: Arch, dims: int) -> ModelConfig:
+    """The paper's GRUU-Net (or the U-Net baseline) for 2D or 3D data."""
+    return ModelConfig(arch=arch, dims=dims, z_pool_levels=4 if dims == 2 else 1)
+
+
+def guess_dims(images: Path, gt: Path) -> int:
+    """3 for (Z, H, W) stacks with full-volume references, else 2 (2D images or slice references)."""
+    from . import ctc
+
+    first = ctc.list_images(images)[0]
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(first.path) as tif:
+            ndim = len(tif.series[0].shape)
+    except Exception as exc:
+        raise UserError(f"cannot read TIFF ({exc})".splitlines()[0], first.path) from None
+    seg_dir, _ = ctc.resolve_gt_dir(gt)
+    only_slices = all(g.slice is not None for g in ctc.list_gt(seg_dir))
+    return 3 if ndim == 3 and not only_slices else 2

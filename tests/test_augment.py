@@ -1,0 +1,66 @@
+"""Augmentation: objects keep their identity, never merge, and the crops are reproducible."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from gruunet_cli.augment import NO_AUGMENTATION, AugmentConfig, augmented_crop
+from gruunet_cli.instances import separated_foreground
+from synthetic import touching_discs
+
+STRONG = AugmentConfig(elastic_sigma=6.0)
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_objects_never_merge_nor_split_inside_the_crop(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    # Objects 100 px from the frame edge: crops never reach the mirrored copies beyond it.
+    labels = np.pad(touching_discs(rng, (120, 120), 30), 100)
+    image = rng.random(labels.shape).astype(np.float32)
+    crop = augmented_crop(rng, image, labels, 64, STRONG)
+    assert set(np.unique(crop.labels)) <= set(np.unique(labels))
+    components, n = ndi.label(crop.target, np.ones((3, 3)))  # 8-connected, as segment does
+    border = np.zeros(crop.labels.shape, bool)
+    border[[0, -1], :] = border[:, [0, -1]] = True
+    for c in range(1, n + 1):  # no component holds two objects: touching objects stay apart
+        assert len(np.unique(crop.labels[components == c])) == 1
+    for k in np.unique(crop.labels[crop.target > 0]):
+        if (border & (crop.labels == k)).any():
+            continue  # objects cut by the crop border may fall apart
+        assert len(np.unique(components[(crop.labels == k) & (crop.target > 0)])) == 1, k
+    np.testing.assert_array_equal(crop.target, separated_foreground(crop.labels))
+
+
+def test_same_seed_same_crop() -> None:
+    labels = touching_discs(np.random.default_rng(0), (100, 100), 20)
+    image = np.random.default_rng(1).random(labels.shape).astype(np.float32)
+    a = augmented_crop(np.random.default_rng(7), image, labels, 48, AugmentConfig())
+    b = augmented_crop(np.random.default_rng(7), image, labels, 48, AugmentConfig())
+    c = augmented_crop(np.random.default_rng(8), image, labels, 48, AugmentConfig())
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.image, c.image)
+
+
+@pytest.mark.parametrize("crop", [32, 33])
+def test_without_augmentation_a_crop_copies_pixels(crop: int) -> None:
+    rng = np.random.default_rng(3)
+    labels = np.zeros((200, 200), np.int32)
+    labels[90:96, 95:99] = 4  # one small object: always wholly inside a crop centred in its box
+    image = rng.random(labels.shape).astype(np.float32)
+    out = augmented_crop(rng, image, labels, crop, NO_AUGMENTATION)
+    # find where the crop came from: the object's top-left corner in the crop
+    ys, xs = np.nonzero(out.labels == 4)
+    y0, x0 = 90 - ys.min(), 95 - xs.min()
+    np.testing.assert_array_equal(out.labels, labels[y0:y0 + crop, x0:x0 + crop])
+    np.testing.assert_allclose(out.image[0], image[y0:y0 + crop, x0:x0 + crop], atol=1e-6)
+
+
+def test_3d_stacks_are_augmented_in_plane() -> None:
+    rng = np.random.default_rng(4)
+    labels = np.stack([touching_discs(rng, (80, 80), 10) for _ in range(4)])
+    image = rng.random(labels.shape).astype(np.float32)
+    crop = augmented_crop(rng, image, labels, 40, AugmentConfig(), in_plane=True)
+    assert crop.image.shape == (1, 4, 40, 40) and crop.labels.shape == (4, 40, 40)

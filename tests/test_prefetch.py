@@ -1,0 +1,77 @@
+"""The prefetcher: batches depend on the seed only, resume continues them, worker errors surface."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gruunet_cli.augment import NO_AUGMENTATION, AugmentConfig
+from gruunet_cli.data import Frame
+from gruunet_cli.prefetch import SamplingConfig, make_loader
+from synthetic import touching_discs
+
+
+def frames() -> list[Frame]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(3):
+        labels = touching_discs(rng, (96, 96), 12).astype(np.int32)
+        out.append(Frame(f"f{i}", rng.random(labels.shape).astype(np.float32), labels))
+    return out
+
+
+def take(loader, n: int) -> list[dict[str, torch.Tensor]]:
+    it = iter(loader)
+    return [next(it) for _ in range(n)]
+
+
+def cfg(**kw) -> SamplingConfig:
+    return SamplingConfig(**{"crop": 32, "batch": 3, "seed": 5, "augment": AugmentConfig(), "clean_from_batch": 10**9, **kw})
+
+
+def assert_same(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+
+
+def test_batches_do_not_depend_on_worker_count() -> None:
+    fs = frames()
+    inline = take(make_loader(fs, cfg(weight_maps=True), workers=0), 5)
+    assert_same(inline, take(make_loader(fs, cfg(weight_maps=True), workers=2), 5))
+    assert_same(inline, take(make_loader(fs, cfg(weight_maps=True), workers=3), 5))
+    assert inline[0]["image"].shape == (3, 1, 32, 32) and inline[0]["target"].dtype == torch.int64
+    assert inline[0]["weight"].shape == (3, 32, 32)
+    other_seed = take(make_loader(fs, cfg(seed=6), workers=0), 1)
+    assert not torch.equal(inline[0]["image"], other_seed[0]["image"])
+
+
+def test_resume_continues_the_same_stream() -> None:
+    fs = frames()
+    full = take(make_loader(fs, cfg(), workers=0), 6)
+    assert_same(full[4:], take(make_loader(fs, cfg(), workers=2, start_batch=4), 2))
+
+
+def test_ranks_draw_different_samples() -> None:
+    fs = frames()
+    r0 = take(make_loader(fs, cfg(), workers=0, rank=0, world=2), 2)
+    r1 = take(make_loader(fs, cfg(), workers=0, rank=1, world=2), 2)
+    single = take(make_loader(fs, cfg(), workers=0), 4)
+    assert_same([r0[0], r1[0], r0[1], r1[1]], single)  # ranks interleave one global stream
+
+
+def test_last_phase_is_not_augmented() -> None:
+    fs = frames()
+    mixed = take(make_loader(fs, cfg(clean_from_batch=2), workers=0), 4)
+    clean = take(make_loader(fs, cfg(augment=NO_AUGMENTATION), workers=0), 4)
+    assert not torch.equal(mixed[0]["image"], clean[0]["image"])
+    assert_same(mixed[2:], clean[2:])
+
+
+def test_worker_error_reaches_the_trainer() -> None:
+    bad = [Frame("broken", np.zeros((4,), np.float32), np.zeros((4,), np.int32), boxes=[(slice(0, 1),)])]
+    with pytest.raises(Exception, match="DataLoader worker"):
+        take(make_loader(bad, cfg(), workers=2), 1)

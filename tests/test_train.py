@@ -1,0 +1,104 @@
+"""Training: a real short run, bit-for-bit resume, Ctrl-C, torchrun with 2 CPU processes, and learning."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gruunet_cli import curves, modelfile
+from gruunet_cli.cli import app
+from gruunet_cli.config import Arch, LossName, ModelConfig
+from gruunet_cli.train import TrainConfig, TrainData, output_paths, run
+from synthetic import render, touching_discs, write_ctc
+
+
+@pytest.fixture
+def sequence(tmp_path: Path) -> TrainData:
+    rng = np.random.default_rng(0)
+    labels = [touching_discs(rng, (80, 96), 14) for _ in range(4)]
+    images, gt = write_ctc(tmp_path, "01", [render(rng, lab) for lab in labels], dict(enumerate(labels)))
+    return TrainData(images, gt)
+
+
+def small(**kw) -> TrainConfig:
+    base = dict(crop=32, batch=2, iterations=6, val_interval=3, workers=0, checkpoint_interval=2, device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+def test_short_run_writes_model_log_and_curves(sequence: TrainData, tmp_path: Path) -> None:
+    result = run(small(), sequence, tmp_path / "w" / "m")
+    paths = output_paths(tmp_path / "w" / "m")
+    assert result.iterations == 6 and not result.interrupted
+    for key in ("model", "checkpoint", "log", "curves"):
+        assert paths[key].is_file(), key
+    assert (tmp_path / "w" / "m.json").is_file()
+    rows = curves.read_csv(paths["log"])
+    assert [r["iteration"] for r in rows] == [3, 6]
+    assert all(0 <= r["val_dice"] <= 1 and r["train_loss"] > 0 for r in rows)
+    model, meta = modelfile.load(paths["model"])
+    assert meta.training["iterations_run"] in (3, 6) and meta.training["best_iteration"] == result.best_iteration
+    assert meta.training["data"]["images"] == str(sequence.images)
+    assert paths["curves"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("loss, arch", [(LossName.wce, Arch.unet), (LossName.fl, Arch.gruunet)])
+def test_other_losses_and_unet_train(sequence: TrainData, tmp_path: Path, loss: LossName, arch: Arch) -> None:
+    cfg = small(loss=loss, iterations=2, val_interval=2, model=ModelConfig(arch=arch, unet_base=8))
+    assert run(cfg, sequence, tmp_path / "m").iterations == 2
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(output_paths(out)["checkpoint"], weights_only=True)["model"]
+
+
+def test_resume_after_interrupt_equals_uninterrupted(sequence: TrainData, tmp_path: Path) -> None:
+    cfg = small(workers=2)
+    run(cfg, sequence, tmp_path / "a")
+
+    def ctrl_c_at_4(i: int) -> None:
+        if i == 4:
+            raise KeyboardInterrupt
+
+    interrupted = run(cfg, sequence, tmp_path / "b", on_step=ctrl_c_at_4)
+    assert interrupted.interrupted and interrupted.iterations == 4
+    resumed = run(cfg, sequence, tmp_path / "b", resume=True)
+    assert resumed.iterations == 6
+    a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["iteration"] for r in resumed.rows] == [3, 6]
+
+
+def test_resume_refuses_other_options(sequence: TrainData, tmp_path: Path) -> None:
+    run(small(iterations=2, val_interval=2), sequence, tmp_path / "m")
+    result = CliRunner().invoke(app, ["train", str(sequence.images), str(sequence.gt), "--out", str(tmp_path / "m"),
+                                      "--resume", "--iterations", "4", "--device", "cpu"])
+    assert result.exit_code == 2 and "another configuration" in result.output
+
+
+def test_cli_reports_missing_input(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "01"), str(tmp_path / "01_GT"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {tmp_path / '01'}: does not exist"
+
+
+def test_torchrun_two_cpu_processes(sequence: TrainData, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "gruunet_cli",
+           "train", str(sequence.images), str(sequence.gt), "--out", str(out), "--iterations", "20",
+           "--val-interval", "10", "--crop", "32", "--workers", "1", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    rows = curves.read_csv(output_paths(out)["log"])
+    assert [r["iteration"] for r in rows] == [10, 20]
+    _, meta = modelfile.load(out)
+    assert meta.training["world_size"] == 2
