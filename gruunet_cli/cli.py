@@ -106,7 +106,8 @@ def train(
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Augment: random flips.")] = True,
     rotate90: Annotated[bool, typer.Option("--rotate90/--no-rotate90", help="Augment: 90° rotations.")] = True,
     rotate: Annotated[bool, typer.Option("--rotate/--no-rotate", help="Augment: arbitrary rotations.")] = True,
-    zoom: Annotated[bool, typer.Option("--zoom/--no-zoom", help="Augment: zoom 0.8–1.25.")] = True,
+    zoom: Annotated[bool, typer.Option("--zoom/--no-zoom", help="Augment: zoom (see --zoom-range).")] = True,
+    zoom_range: Annotated[tuple[float, float], typer.Option(help="Zoom factors drawn log-uniformly from LO..HI.")] = (0.8, 1.25),
     intensity: Annotated[bool, typer.Option("--intensity/--no-intensity", help="Augment: brightness and contrast.")] = True,
     elastic: Annotated[bool, typer.Option("--elastic/--no-elastic", help="Augment: grid elastic deformation.")] = True,
     unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels.")] = 64,
@@ -123,7 +124,7 @@ def train(
             raise UserError("does not exist", path)
     dims = dims or tr.guess_dims(images, gt)
     aug = AugmentConfig(
-        flip=flip, rotate90=rotate90, rotate=rotate, zoom=(0.8, 1.25) if zoom else (1.0, 1.0),
+        flip=flip, rotate90=rotate90, rotate=rotate, zoom=zoom_range if zoom else (1.0, 1.0),
         brightness=0.1 if intensity else 0.0, contrast=(0.8, 1.25) if intensity else (1.0, 1.0),
         elastic_sigma=4.0 if elastic else 0.0,
     )

@@ -72,7 +72,7 @@ def probability_to_labels(p_fg: np.ndarray, post: PostConfig, in_plane: bool = F
 
     Threshold, connected components (full connectivity), drop components under ``post.min_size``,
     then grow every label by up to ``post.grow`` pixels into background where
-    ``p_fg > post.grow_threshold`` or where two labels are within ``post.grow`` pixels (giving back
+    ``p_fg > post.grow_threshold`` or where two labels are within 2 pixels (giving back
     the ring that separated touching cells in the training target). Growth assigns each pixel
     to one label only, so labels never merge.
     """
@@ -80,8 +80,9 @@ def probability_to_labels(p_fg: np.ndarray, post: PostConfig, in_plane: bool = F
     # Fully connected components: the training target keeps different objects apart even
     # diagonally, so full connectivity only keeps thin parts of one object together.
     full = ndi.generate_binary_structure(p_fg.ndim, p_fg.ndim)
-    if in_plane and p_fg.ndim == 3:
-        full[0] = full[2] = fp[0]
+    if in_plane and p_fg.ndim == 3:  # slices link through the voxel straight above/below only
+        full[0] = full[2] = False
+        full[0, 1, 1] = full[2, 1, 1] = True
     labels, n = ndi.label(p_fg > post.threshold, structure=full, output=np.int32)
     if n:
         sizes = np.bincount(labels.ravel())
@@ -92,7 +93,8 @@ def probability_to_labels(p_fg: np.ndarray, post: PostConfig, in_plane: bool = F
         labels = lut[labels]
         n = int(keep.sum())
     if n and post.grow > 0:
-        room = (p_fg > post.grow_threshold) | between_labels(labels, post.grow, in_plane)
+        # The target removed one pixel per side between touching objects: a 2-pixel ring.
+        room = (p_fg > post.grow_threshold) | between_labels(labels, 2, in_plane)
         for _ in range(post.grow):
             grown = ndi.grey_dilation(labels, footprint=fp)
             labels = np.where((labels == 0) & room, grown, labels)
