@@ -128,3 +128,33 @@ def bench_model(size: int = 256, batch: int = 1, repeats: int = 3, device: str =
          "fwd_bwd_s_per_crop": min(times[name]["fwd_bwd"]), "size": size, "device": device}
         for name, m in models.items()
     ]
+
+
+def bench_segment_one(size: int, weights: Path | None, tile: int = 512, device: str = "cpu") -> dict:
+    """Segment one random ``size``×``size`` uint16 image; seconds per megapixel and peak resident
+    memory of this process (run each size in a fresh process for a clean peak)."""
+    import resource
+
+    from .segment import Predictor, SegmentOptions
+
+    if weights is None:
+        import tempfile
+
+        import torch
+
+        from . import modelfile
+        from .config import ModelConfig, ModelMeta
+        from .model import build_model
+
+        torch.manual_seed(0)
+        weights = Path(tempfile.mkdtemp()) / "random"
+        modelfile.save(weights, build_model(ModelConfig()), ModelMeta())
+    predictor = Predictor(Path(weights), SegmentOptions(tile=tile, device=device))
+    image = np.random.default_rng(0).integers(0, 4000, (size, size), dtype=np.uint16)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    labels = predictor.labels(image)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"size": size, "megapixels": size * size / 1e6, "seconds": seconds, "s_per_mpx": seconds / (size * size / 1e6),
+            "peak_rss_mib": peak, "rss_before_mib": base_rss, "objects": int(labels.max()), "tile": tile}

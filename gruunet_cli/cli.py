@@ -160,7 +160,7 @@ def segment(
     tile: Annotated[int, typer.Option(min=16, help="Tile side in pixels for sliding-window inference.")] = 512,
     tile_z: Annotated[int, typer.Option(min=1, help="Tile depth for 3D models.")] = 64,
     overlap: Annotated[int, typer.Option(min=0, help="Overlap between tiles in pixels (blended linearly).")] = 64,
-    batch: Annotated[int, typer.Option(min=1, help="Tiles per forward pass (raise it on a GPU).")] = 4,
+    batch: Annotated[int | None, typer.Option(min=1, help="Tiles per forward pass (default: 1 on CPU, 4 on GPU).")] = None,
     device: Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")] = "auto",
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on GPU.")] = True,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: torch's choice).")] = None,
@@ -186,6 +186,74 @@ def segment(
         written = seg.run(source, out_dir, weights, opts, iterations, overlay,
                           progress=lambda name: bar.update(task, advance=1, frame=name))
     typer.echo(f"wrote {len(written)} mask(s) to {out_dir}")
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Annotated[Path | None, typer.Option(help="Folder for the results (default: a new temporary folder).")] = None,
+    sample: Annotated[Path | None, typer.Option(help="A CTC dataset folder with 02/ and 02_GT/ (default: the bundled sample).")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Model file (default: the bundled GRUU-Net).")] = None,
+    device: Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Segment the bundled sample's unseen image with the bundled weights and score it."""
+    import tempfile
+
+    from rich.console import Console
+
+    from . import demo as dm
+    from . import evaluate as ev
+    from .segment import SegmentOptions
+
+    out = out or Path(tempfile.mkdtemp(prefix="gruunet-demo-"))
+    report, res, overlay = dm.run(out, sample or dm.SAMPLE, weights or dm.WEIGHTS, opts=SegmentOptions(device=device))
+    console = Console()
+    ev.print_report(report, console, per_frame=False)
+    ev.write_json(report, out / "scores.json")
+    console.print(f"SEG {report.seg:.3f}  DET {report.det:.3f}  Dice {report.dice:.3f}  on the unseen image "
+                  f"({report.objects} nuclei)")
+    console.print(f"masks: {res}\noverlay: {overlay}\nscores: {out / 'scores.json'}")
+
+
+@app.command()
+@user_errors
+def reproduce(
+    dataset: Annotated[Path, typer.Argument(help="CTC dataset folder holding 01/, 01_GT/, 02/, 02_GT/.")],
+    out: Annotated[Path, typer.Option(help="Folder for models, results and table.md / table.csv.")] = Path("reproduce"),
+    iterations: Annotated[int, typer.Option(min=1, help="Training iterations per model (paper: ~10,000).")] = 10_000,
+    ablation: Annotated[bool, typer.Option("--ablation", help="Also the loss variants (focal, weighted CE, U-Net with NFL).")] = False,
+    crop: Annotated[int | None, typer.Option(min=16, help="Crop side (default: automatic).")] = None,
+    val_interval: Annotated[int, typer.Option(min=1, help="Validate every N iterations.")] = 100,
+    workers: Annotated[int, typer.Option(min=0, help="Augmentation worker processes.")] = 2,
+    unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels.")] = 64,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """The paper's CTC protocol: train on one video, test on the other, both ways, GRUU-Net vs U-Net."""
+    from . import reproduce as rp
+    from . import train as tr
+    from .config import ModelConfig
+    from .segment import SegmentOptions
+
+    if not dataset.is_dir():
+        raise UserError("folder does not exist", dataset)
+    dims = tr.guess_dims(dataset / rp.sequences(dataset)[0], dataset / f"{rp.sequences(dataset)[0]}_GT")
+    base = tr.TrainConfig(model=ModelConfig(dims=dims, unet_base=unet_base), iterations=iterations, crop=crop,
+                          val_interval=val_interval, workers=workers, device=device)
+    rp.run(dataset, out, base, ablation, SegmentOptions(device=device), log=typer.echo)
+    typer.echo((out / "table.md").read_text())
+
+
+@app.command("ctc-scripts")
+@user_errors
+def ctc_scripts(
+    mapping: Annotated[list[str], typer.Argument(help="DATASET=WEIGHTS pairs, e.g. Fluo-N2DH-GOWT1=weights/gowt1.")],
+    out: Annotated[Path, typer.Option(help="The submission's SW/ folder.")] = Path("SW"),
+) -> None:
+    """Write CTC submission scripts (SW/<DATASET>-01.sh, -02.sh) and copy the weights into SW/weights/."""
+    from . import ctc_scripts as cs
+
+    for path in cs.write_scripts(cs.parse_mapping(mapping), out):
+        typer.echo(f"wrote {path}")
 
 
 bench_app = typer.Typer(help="Speed benchmarks, measured side by side in one run.", no_args_is_help=True)
@@ -233,6 +301,35 @@ def bench_model(
     for r in rows:
         table.add_row(r["model"], f"{r['parameters']:,}", f"{r['fwd_s_per_crop']:.4f}", f"{r['fwd_bwd_s_per_crop']:.4f}")
     Console().print(table)
+
+
+@bench_app.command("segment")
+@user_errors
+def bench_segment(
+    sizes: Annotated[list[int], typer.Option("--size", help="Image side(s) in pixels; each runs in a fresh process.")] = [512, 2048],
+    weights: Annotated[Path | None, typer.Option(help="Model file (default: a random GRUU-Net; speed is the same).")] = None,
+    tile: Annotated[int, typer.Option(min=16, help="Tile side.")] = 512,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    inline: Annotated[bool, typer.Option("--inline", help="Measure in this process (one size).")] = False,
+) -> None:
+    """Seconds per megapixel and peak memory of `segment` for several image sizes."""
+    import json
+    import subprocess
+    import sys
+
+    from . import bench
+
+    if inline:
+        for size in sizes:
+            typer.echo(json.dumps(bench.bench_segment_one(size, weights, tile, device)))
+        return
+    for size in sizes:
+        cmd = [sys.executable, "-m", "gruunet_cli", "bench", "segment", "--inline", "--size", str(size),
+               "--tile", str(tile), "--device", device] + (["--weights", str(weights)] if weights else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        r = json.loads(out)
+        typer.echo(f"{r['size']}x{r['size']}: {r['seconds']:.1f} s, {r['s_per_mpx']:.2f} s/Mpx, "
+                   f"peak RSS {r['peak_rss_mib']:.0f} MiB (before: {r['rss_before_mib']:.0f} MiB), {r['objects']} objects")
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ class SegmentOptions:
     tile: int = 512  # tile side (px) along H and W
     tile_z: int = 64  # tile depth for 3D models
     overlap: int = 64  # overlap between tiles (px)
-    batch: int = 4  # tiles per forward pass
+    batch: int | None = None  # tiles per forward pass (default: 1 on CPU, where bigger batches only thrash caches; 4 on GPU)
     device: str = "auto"
     amp: bool = True  # mixed precision on GPU
     threads: int | None = None  # CPU threads
@@ -46,6 +46,10 @@ class Predictor:
         self.model, self.meta = modelfile.load(weights, self.device)
         self.opts = opts
         self.post = opts.post or self.meta.post
+
+    @property
+    def batch(self) -> int:
+        return self.opts.batch or (4 if self.device.type == "cuda" else 1)
 
     @property
     def dims(self) -> int:
@@ -75,12 +79,12 @@ class Predictor:
         if image.ndim == self.dims:
             tile = (t, t) if self.dims == 2 else (self.opts.tile_z, t, t)
             return predict_tiled(self._forward(iterations), image, tile, (o,) * image.ndim, channels,
-                                 self.opts.batch, prepare)
+                                 self.batch, prepare)
         if image.ndim == 3 and self.dims == 2:  # slice-wise
             out = np.empty((channels, *image.shape), np.float32)
             for z in range(image.shape[0]):
                 out[:, z] = predict_tiled(self._forward(iterations), image[z], (t, t), (o, o), channels,
-                                          self.opts.batch, prepare)
+                                          self.batch, prepare)
             return out
         raise ValueError(f"a {self.dims}D model cannot segment an image of shape {image.shape}")
 

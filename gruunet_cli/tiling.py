@@ -14,20 +14,21 @@ import numpy as np
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of ``tile`` px covering ``length`` px with at least ``overlap`` px overlap.
+    """Start offsets of the fewest tiles of ``tile`` px that cover ``length`` px overlapping by at
+    least ``overlap`` px, spread evenly (so overlaps are as wide as the tile count allows).
 
     >>> tile_starts(100, 40, 10)
     [0, 30, 60]
+    >>> tile_starts(1024, 512, 64)
+    [0, 256, 512]
     >>> tile_starts(30, 40, 10)
     [0]
     """
     if length <= tile:
         return [0]
     stride = max(1, tile - overlap)
-    starts = list(range(0, length - tile + 1, stride))
-    if starts[-1] != length - tile:
-        starts.append(length - tile)
-    return starts
+    n = 1 + -(-(length - tile) // stride)
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
 def ramp(tile: int, overlap: int) -> np.ndarray:

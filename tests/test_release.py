@@ -1,0 +1,71 @@
+"""What a user meets first: the demo with the shipped weights, the paper's protocol, CTC scripts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gruunet_cli import ctc_scripts, demo, modelfile, reproduce
+from gruunet_cli.cli import app
+from gruunet_cli.config import ModelConfig
+from gruunet_cli.segment import SegmentOptions
+from gruunet_cli.train import TrainConfig
+from synthetic import render, touching_discs, write_ctc
+
+
+@pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+def test_demo_scores_the_unseen_image(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    card = (demo.WEIGHTS.parent / "gruunet-stardist2d.md").read_text()
+    assert f"{scores['seg']:.3f}" in card  # the card reports what the demo measures
+    assert scores["seg"] >= 0.70
+    assert (tmp_path / "02_RES" / "mask000.tif").is_file() and (tmp_path / "overlay" / "overlay000.png").is_file()
+    assert "SEG" in result.output and str(tmp_path) in result.output
+
+
+def test_weight_cards_describe_their_files() -> None:
+    for weights in sorted(demo.WEIGHTS.parent.glob("*.safetensors")):
+        meta = modelfile.read_meta(weights)
+        card = weights.with_suffix(".md").read_text()
+        assert meta.training["iterations_run"] > 0
+        assert str(meta.training["iterations_run"]) in card and "gruunet train" in card
+
+
+def test_reproduce_runs_end_to_end(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    ds = tmp_path / "Synthetic-DS"
+    for seq in ("01", "02"):
+        labels = [touching_discs(rng, (64, 64), 8) for _ in range(2)]
+        write_ctc(ds, seq, [render(rng, lab) for lab in labels], dict(enumerate(labels)))
+    base = TrainConfig(model=ModelConfig(unet_base=4), iterations=2, val_interval=2, crop=32, workers=0, device="cpu")
+    rows = reproduce.run(ds, tmp_path / "out", base, seg_opts=SegmentOptions(device="cpu", tile=64), log=lambda _: None)
+    assert [(r["method"], r["train"], r["test"]) for r in rows] == [
+        ("GRUU-Net", "01", "02"), ("GRUU-Net", "02", "01"), ("U-Net", "01", "02"), ("U-Net", "02", "01")]
+    assert all(0.0 <= r["SEG"] <= 1.0 for r in rows)
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| GRUU-Net | 01 | 02 |" in table
+    assert (tmp_path / "out" / "table.csv").read_text().splitlines()[0].startswith("method,train,test,SEG")
+
+
+def test_ctc_scripts_run_from_sw(tmp_path: Path) -> None:
+    from gruunet_cli.config import ModelMeta
+    from gruunet_cli.model import build_model
+
+    weights = modelfile.save(tmp_path / "w" / "m", build_model(ModelConfig()), ModelMeta())
+    sw = tmp_path / "SW"
+    written = ctc_scripts.write_scripts(ctc_scripts.parse_mapping([f"Fake-DS={weights}"]), sw)
+    assert sorted(p.name for p in written) == ["Fake-DS-01.sh", "Fake-DS-02.sh"]
+    assert (sw / "weights" / "m.safetensors").is_file()
+    rng = np.random.default_rng(0)
+    write_ctc(tmp_path, "Fake-DS/01", [render(rng, touching_discs(rng, (40, 40), 4))], {})
+    subprocess.run(["bash", "Fake-DS-01.sh"], cwd=sw, check=True, capture_output=True)
+    assert (tmp_path / "Fake-DS" / "01_RES" / "mask000.tif").is_file()
+    result = CliRunner().invoke(app, ["ctc-scripts", "no-equals-sign"])
+    assert result.exit_code == 2 and "expected DATASET=WEIGHTS" in result.output
