@@ -158,3 +158,80 @@ def bench_segment_one(size: int, weights: Path | None, tile: int = 512, device: 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"size": size, "megapixels": size * size / 1e6, "seconds": seconds, "s_per_mpx": seconds / (size * size / 1e6),
             "peak_rss_mib": peak, "rss_before_mib": base_rss, "objects": int(labels.max()), "tile": tile}
+
+
+def bench_train(frames: list, crop: int = 96, batch: int = 2, workers: tuple[int, ...] = (2, 4), steps: int = 30,
+                device: str = "cpu", seed: int = 0) -> list[dict]:
+    """Prefetcher supply vs training-step demand, and how long the step waits for data.
+
+    For each worker count: (a) crops/s the prefetcher produces alone, (b) crops/s the training
+    step consumes on a fixed batch (no data loading), (c) the real loop: data-wait fraction of
+    step time and crops/s. All in one process, one after another.
+    """
+    import torch
+
+    from .augment import AugmentConfig
+    from .config import ModelConfig
+    from .loss import normalized_focal_loss
+    from .model import build_model
+    from .prefetch import SamplingConfig, make_loader
+
+    dev = torch.device(device)
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig()).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
+    cfg = SamplingConfig(crop=crop, batch=batch, seed=seed, augment=AugmentConfig(), clean_from_batch=1 << 40)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        normalized_focal_loss(model(x), y).backward()
+        opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    fixed = next(iter(make_loader(frames, cfg, 0)))
+    x0, y0 = fixed["image"].to(dev), fixed["target"].to(dev)
+    step(x0, y0)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step(x0, y0)
+    consume = steps * batch / (time.perf_counter() - t0)
+
+    out = []
+    for w in workers:
+        it = iter(make_loader(frames, cfg, w, pin_memory=dev.type == "cuda"))
+        next(it)  # start-up
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            next(it)
+        produce = steps * batch / (time.perf_counter() - t0)
+        del it
+        it = iter(make_loader(frames, cfg, w, start_batch=10_000, pin_memory=dev.type == "cuda"))
+        next(it)
+        wait = 0.0
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            t1 = time.perf_counter()
+            b = next(it)
+            x, y = b["image"].to(dev, non_blocking=True), b["target"].to(dev, non_blocking=True)
+            wait += time.perf_counter() - t1
+            step(x, y)
+        total = time.perf_counter() - t0
+        del it
+        out.append({"workers": w, "produced_crops_per_s": produce, "consumed_crops_per_s": consume,
+                    "loop_crops_per_s": steps * batch / total, "data_wait_fraction": wait / total,
+                    "crop": crop, "batch": batch, "device": device})
+    return out
+
+
+def synthetic_frames(n: int = 4, size: int = 256, seed: int = 0) -> list:
+    """Normalised synthetic nuclei frames (discs with noise) for benchmarks that need no data."""
+    from .data import Frame
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n):
+        labels = synthetic_frame(rng, size, 40).astype(np.int32)
+        image = (labels > 0) + rng.normal(0, 0.3, labels.shape)
+        frames.append(Frame(f"synthetic{i}", image.astype(np.float32), labels))
+    return frames

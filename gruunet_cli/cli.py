@@ -303,6 +303,42 @@ def bench_model(
     Console().print(table)
 
 
+@bench_app.command("train")
+@user_errors
+def bench_train(
+    images: Annotated[Path | None, typer.Option(help="Sequence folder (default: synthetic touching nuclei).")] = None,
+    gt: Annotated[Path | None, typer.Option(help="Its GT folder.")] = None,
+    crop: Annotated[int, typer.Option(min=16, help="Crop side.")] = 96,
+    batch: Annotated[int, typer.Option(min=1, help="Crops per step.")] = 2,
+    workers: Annotated[list[int], typer.Option("--workers", help="Worker counts to compare.")] = [2, 4],
+    steps: Annotated[int, typer.Option(min=1, help="Timed steps per measurement.")] = 30,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Prefetcher crops/s vs training-step crops/s, and the fraction of step time spent waiting for data."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import bench, data
+    from .config import NormConfig
+    from .runtime import resolve_device
+
+    dev = str(resolve_device(device))
+    if images is not None:
+        if gt is None:
+            raise UserError("--images needs --gt")
+        frames = data.load_frames(images, gt, 2, NormConfig())
+    else:
+        frames = bench.synthetic_frames()
+    rows = bench.bench_train(frames, crop, batch, tuple(workers), steps, dev)
+    table = Table(title=f"training input pipeline: {crop}×{crop} crops, batch {batch}, {dev}")
+    for col in ("workers", "prefetcher crops/s", "train step crops/s", "loop crops/s", "data wait"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["workers"]), f"{r['produced_crops_per_s']:.1f}", f"{r['consumed_crops_per_s']:.1f}",
+                      f"{r['loop_crops_per_s']:.1f}", f"{r['data_wait_fraction']:.1%}")
+    Console().print(table)
+
+
 @bench_app.command("segment")
 @user_errors
 def bench_segment(
