@@ -42,11 +42,6 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _not_yet(command: str) -> None:
-    typer.echo(f"gruunet {command}: not yet implemented", err=True)
-    raise typer.Exit(1)
-
-
 @app.command()
 @user_errors
 def evaluate(

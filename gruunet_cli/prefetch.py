@@ -31,6 +31,7 @@ class SamplingConfig:
     clean_from_batch: int  # batches from this index on are not augmented (the paper's last epoch)
     weight_maps: bool = False  # U-Net weighted CE needs them
     in_plane: bool = False  # anisotropic 3D: separate touching objects within slices only
+    world: int = 1  # ranks drawing from the one sample stream (see BatchIndices)
 
 
 class CropDataset(Dataset):
@@ -52,7 +53,8 @@ class CropDataset(Dataset):
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, index])
         frame = self.frames[int(rng.integers(len(self.frames)))]
-        aug = cfg.augment if index // cfg.batch < cfg.clean_from_batch else NO_AUGMENTATION
+        iteration = index // cfg.batch // cfg.world
+        aug = cfg.augment if iteration < cfg.clean_from_batch else NO_AUGMENTATION
         crop = augmented_crop(rng, frame.image, frame.labels, cfg.crop, aug, frame.boxes, cfg.in_plane)
         item = {"image": torch.from_numpy(crop.image), "target": torch.from_numpy(crop.target)}
         if cfg.weight_maps:

@@ -176,7 +176,7 @@ def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
     sampling = SamplingConfig(
         crop=crop, batch=cfg.batch, seed=cfg.seed, augment=cfg.augment,
         clean_from_batch=int(cfg.iterations * (1 - cfg.clean_fraction)),
-        weight_maps=cfg.loss == LossName.wce,
+        weight_maps=cfg.loss == LossName.wce, world=dinfo.world,
     )
     loader = make_loader(train_frames, sampling, cfg.workers, start_batch=state.iteration, rank=dinfo.rank,
                          world=dinfo.world, pin_memory=device.type == "cuda")

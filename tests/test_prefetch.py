@@ -63,6 +63,15 @@ def test_ranks_draw_different_samples() -> None:
     assert_same([r0[0], r1[0], r0[1], r1[1]], single)  # ranks interleave one global stream
 
 
+def test_last_phase_starts_at_the_same_iteration_on_every_rank() -> None:
+    fs = frames()
+    clean = take(make_loader(fs, cfg(augment=NO_AUGMENTATION), workers=0), 8)
+    for rank in (0, 1):
+        mixed = take(make_loader(fs, cfg(clean_from_batch=2, world=2), workers=0, rank=rank, world=2), 4)
+        assert not torch.equal(mixed[1]["image"], clean[2 + rank]["image"])  # iteration 1: augmented
+        assert_same(mixed[2:], [clean[4 + rank], clean[6 + rank]])  # iterations 2, 3: clean
+
+
 def test_last_phase_is_not_augmented() -> None:
     fs = frames()
     mixed = take(make_loader(fs, cfg(clean_from_batch=2), workers=0), 4)
