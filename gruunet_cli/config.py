@@ -70,8 +70,8 @@ class PostConfig:
 
     threshold: float = 0.5
     min_size: int = 15  # pixels (voxels in 3D); smaller components are dropped
-    grow: int = 2  # pixels to grow labels back over the separating ring, within p_fg > grow_threshold
-    grow_threshold: float = 0.3
+    grow: int = 1  # pixels to grow labels back over the separating ring (and where p_fg > grow_threshold)
+    grow_threshold: float = 0.5  # = threshold: grow only into the ring (a lower value inflated objects on validation)
 
 
 @dataclass(frozen=True)
