@@ -79,12 +79,12 @@ class Predictor:
         if image.ndim == self.dims:
             tile = (t, t) if self.dims == 2 else (self.opts.tile_z, t, t)
             return predict_tiled(self._forward(iterations), image, tile, (o,) * image.ndim, channels,
-                                 self.batch, prepare)
+                                 self.batch, prepare, self.meta.model.multiple)
         if image.ndim == 3 and self.dims == 2:  # slice-wise
             out = np.empty((channels, *image.shape), np.float32)
             for z in range(image.shape[0]):
                 out[:, z] = predict_tiled(self._forward(iterations), image[z], (t, t), (o, o), channels,
-                                          self.batch, prepare)
+                                          self.batch, prepare, self.meta.model.multiple)
             return out
         raise ValueError(f"a {self.dims}D model cannot segment an image of shape {image.shape}")
 

@@ -13,22 +13,26 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
     """Start offsets of the fewest tiles of ``tile`` px that cover ``length`` px overlapping by at
-    least ``overlap`` px, spread evenly (so overlaps are as wide as the tile count allows).
+    least ``overlap`` px, spread evenly. Starts are multiples of ``align`` (the network's pooling
+    grid, so a tile computes what the whole image would), except a last tile flush with the end.
 
     >>> tile_starts(100, 40, 10)
     [0, 30, 60]
-    >>> tile_starts(1024, 512, 64)
+    >>> tile_starts(1024, 512, 64, align=16)
     [0, 256, 512]
+    >>> tile_starts(130, 48, 24, align=16)
+    [0, 16, 32, 48, 64, 82]
     >>> tile_starts(30, 40, 10)
     [0]
     """
     if length <= tile:
         return [0]
-    stride = max(1, tile - overlap)
+    stride = max(align, (tile - overlap) // align * align)
     n = 1 + -(-(length - tile) // stride)
-    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+    starts = [i * (length - tile) // (n - 1) // align * align for i in range(n - 1)] + [length - tile]
+    return sorted(set(starts))
 
 
 def ramp(tile: int, overlap: int) -> np.ndarray:
@@ -41,9 +45,11 @@ def ramp(tile: int, overlap: int) -> np.ndarray:
     return np.minimum(1.0, np.minimum(i + 1, tile - i) / (overlap + 1)).astype(np.float32)
 
 
-def tiles(shape: tuple[int, ...], tile: tuple[int, ...], overlap: tuple[int, ...]) -> Iterator[tuple[slice, ...]]:
+def tiles(shape: tuple[int, ...], tile: tuple[int, ...], overlap: tuple[int, ...],
+          align: tuple[int, ...] | None = None) -> Iterator[tuple[slice, ...]]:
     """All tile windows (slices) of the grid, in C order."""
-    per_axis = [tile_starts(s, min(t, s), o) for s, t, o in zip(shape, tile, overlap)]
+    align = align or (1,) * len(shape)
+    per_axis = [tile_starts(s, min(t, s), o, a) for s, t, o, a in zip(shape, tile, overlap, align)]
     sizes = [min(t, s) for s, t in zip(shape, tile)]
     for starts in itertools.product(*per_axis):
         yield tuple(slice(a, a + n) for a, n in zip(starts, sizes))
@@ -57,6 +63,7 @@ def predict_tiled(
     channels: int = 1,
     batch: int = 1,
     prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+    align: tuple[int, ...] | None = None,
 ) -> np.ndarray:
     """Run ``predict`` over overlapping tiles of ``image`` and blend the results.
 
@@ -66,10 +73,12 @@ def predict_tiled(
         tile, overlap: per spatial axis; a tile larger than the image shrinks to it.
         channels: output channels per pixel.
         batch: tiles per ``predict`` call.
+        align: tile starts are multiples of this per axis (the network's input multiple).
     Returns:
         (channels, *S) float32.
     """
     shape = image.shape
+    align = align or (1,) * image.ndim
     sizes = [min(t, s) for s, t in zip(shape, tile)]
     windows_1d = [ramp(n, min(o, n // 2)) for n, o in zip(sizes, overlap)]
     window = windows_1d[0]
@@ -84,7 +93,7 @@ def predict_tiled(
             out[(slice(None), *w)] += pred * window
         pending.clear()
 
-    for w in tiles(shape, tile, overlap):
+    for w in tiles(shape, tile, overlap, align):
         pending.append(w)
         if len(pending) == batch:
             flush()
@@ -94,7 +103,7 @@ def predict_tiled(
     norm = None
     for axis, (s, n, w1) in enumerate(zip(shape, sizes, windows_1d)):
         total = np.zeros(s, np.float32)
-        for a in tile_starts(s, n, overlap[axis]):
+        for a in tile_starts(s, n, overlap[axis], align[axis]):
             total[a:a + n] += w1
         norm = total if norm is None else np.multiply.outer(norm, total)
     out /= norm

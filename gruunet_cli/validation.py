@@ -33,7 +33,7 @@ def foreground_probability(model: nn.Module, image: np.ndarray, device: torch.de
             return model(x).float().softmax(1)[:, 1:2].cpu().numpy()
 
     tiles = (tile,) * image.ndim if image.ndim == 2 else (image.shape[0], tile, tile)
-    return predict_tiled(run, image, tiles, (64,) * image.ndim)[0]
+    return predict_tiled(run, image, tiles, (64,) * image.ndim, align=model.cfg.multiple)[0]
 
 
 def validate(model: nn.Module, frames: list[Frame], device: torch.device, post: PostConfig, gamma: float = 2.0,

@@ -56,7 +56,7 @@ def test_tiled_equals_whole_image(tmp_path: Path) -> None:
     assert tiled.shape == whole.shape == (1, 96, 130)
     diff = np.abs(tiled - whole)[0]
     coverage = np.zeros(image.shape, int)
-    for window in tiles(image.shape, (48, 48), (24, 24)):
+    for window in tiles(image.shape, (48, 48), (24, 24), cfg.multiple):
         coverage[window] += 1
     assert (coverage == 1).sum() > 1000
     assert diff[coverage == 1].max() < 1e-5  # inside a single tile: exactly the whole-image result
