@@ -143,7 +143,8 @@ def mask_path(res_dir: Path, frame: int, digits: int) -> Path:
 def write_tiff_atomic(path: Path, array: np.ndarray, compression: str | None = "zlib") -> None:
     """Write a TIFF to a temporary file in the same folder, then rename: never half-written."""
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, array, compression=compression)
+        # minisblack: a stack of 3 or 4 slices must not be stored as an RGB(A) picture
+        tifffile.imwrite(tmp, array, compression=compression, photometric="minisblack")
 
 
 def write_mask(path: Path, labels: np.ndarray) -> None:

@@ -111,13 +111,15 @@ def test_interrupted_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.Mo
 def test_3d_stack_with_2d_model_and_3d_model(tmp_path: Path) -> None:
     src = tmp_path / "01"
     src.mkdir()
-    tifffile.imwrite(src / "t000.tif", np.random.default_rng(0).random((3, 40, 36)).astype(np.float32))
+    tifffile.imwrite(src / "t000.tif", np.random.default_rng(0).random((3, 40, 36)).astype(np.float32), photometric="minisblack")
     w2 = random_model_file(tmp_path / "2d")
     w3 = random_model_file(tmp_path / "3d", ModelConfig(dims=3, z_pool_levels=1))
     for w, name in ((w2, "a"), (w3, "b")):
         segment.run(src, tmp_path / name, w, segment.SegmentOptions(device="cpu", tile=32, tile_z=2, overlap=8))
         mask = tifffile.imread(tmp_path / name / "mask000.tif")
         assert mask.shape == (3, 40, 36) and mask.dtype == np.uint16
+        with tifffile.TiffFile(tmp_path / name / "mask000.tif") as tif:  # 3 slices, not an RGB picture
+            assert tif.pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK
 
 
 def test_iterations_and_overlay_outputs(tmp_path: Path) -> None:
