@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import ctc, instances, modelfile, normalize, png
-from .config import ModelMeta, PostConfig
+from .config import Arch, ModelMeta, PostConfig
 from .errors import UserError
 from .runtime import autocast, resolve_device, set_threads
 from .tiling import predict_tiled
@@ -90,9 +90,12 @@ class Predictor:
 
     def labels(self, image: np.ndarray) -> np.ndarray:
         """Instance labels (uint16, 0 = background) of the same shape as ``image``."""
-        p = self.probabilities(image)[0]
+        return self.labels_from(self.probabilities(image)[0], image)
+
+    def labels_from(self, p_fg: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """Instance labels from this image's foreground probability (*S)."""
         # A 2D model's slices are linked by 3D connectivity; growth stays in-plane there.
-        return instances.probability_to_labels(p, self.post, in_plane=image.ndim == 3 and self.dims == 2)
+        return instances.probability_to_labels(p_fg, self.post, in_plane=image.ndim == 3 and self.dims == 2)
 
 
 def check_image(path: Path, image: np.ndarray, dims: int) -> None:
@@ -158,12 +161,11 @@ def run(
         image = ctc.read_tiff(f.path)
         check_image(f.path, image, predictor.dims)
         if want_iterations:
-            if predictor.meta.model.arch.value != "gruunet":
+            if predictor.meta.model.arch != Arch.gruunet:
                 raise UserError("--iterations needs a GRUU-Net model file", weights)
             maps = predictor.probabilities(image, iterations=True)
             write_iterations(Path(iterations_dir), image, maps)
-            in_plane = image.ndim == 3 and predictor.dims == 2
-            labels = instances.probability_to_labels(maps[-1], predictor.post, in_plane)
+            labels = predictor.labels_from(maps[-1], image)  # the last step is the normal output
             want_iterations = False
         else:
             labels = predictor.labels(image)
