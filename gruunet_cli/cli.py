@@ -97,7 +97,7 @@ def train(
     device: Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")] = "auto",
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on GPU.")] = True,
     checkpoint_interval: Annotated[int, typer.Option(min=1, help="Write a checkpoint every N iterations.")] = 500,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT's checkpoint (same options).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT's checkpoint (same options; a larger --iterations extends the run).")] = False,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Augment: random flips.")] = True,
     rotate90: Annotated[bool, typer.Option("--rotate90/--no-rotate90", help="Augment: 90° rotations.")] = True,
     rotate: Annotated[bool, typer.Option("--rotate/--no-rotate", help="Augment: arbitrary rotations.")] = True,
@@ -146,6 +146,19 @@ def train(
         raise typer.Exit(130)
 
 
+def parse_diameter(text: str | None) -> float | str | None:
+    """``--diameter``: None, "auto" or a positive number of pixels."""
+    if text is None or text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise UserError(f"--diameter must be 'auto' or a positive number of pixels, not {text!r}")
+    return value
+
+
 @app.command()
 @user_errors
 def segment(
@@ -163,6 +176,9 @@ def segment(
     threshold: Annotated[float | None, typer.Option(help="Foreground probability threshold (default: model file's).")] = None,
     min_size: Annotated[int | None, typer.Option(help="Drop objects smaller than this many pixels (default: model file's).")] = None,
     grow: Annotated[int | None, typer.Option(help="Pixels to grow labels back over the separating ring (default: model file's).")] = None,
+    split: Annotated[bool | None, typer.Option("--split/--no-split", help="Cut joined cells apart at distance-map necks (default: model file's).")] = None,
+    split_h: Annotated[float | None, typer.Option(min=0.0, help="Pixels each distance peak must rise above the neck to be cut (default: model file's).")] = None,
+    diameter: Annotated[str | None, typer.Option(help="Typical cell diameter in pixels, or 'auto': resize images so cells have the training size.")] = None,
     iterations: Annotated[Path | None, typer.Option(help="Write the 9 per-iteration GRU maps (paper Fig. 7) of the first frame here.")] = None,
     overlay: Annotated[Path | None, typer.Option(help="Write PNG overlays of mask contours on the image here.")] = None,
 ) -> None:
@@ -172,9 +188,10 @@ def segment(
 
     if not source.exists():
         raise UserError("does not exist", source)
-    post = seg.with_post_overrides(seg.read_post(weights), threshold=threshold, min_size=min_size, grow=grow)
+    post = seg.with_post_overrides(seg.read_post(weights), threshold=threshold, min_size=min_size, grow=grow,
+                                   split=split, split_h=split_h)
     opts = seg.SegmentOptions(tile=tile, tile_z=tile_z, overlap=overlap, batch=batch, device=device, amp=amp,
-                              threads=threads, overwrite=overwrite, post=post)
+                              threads=threads, overwrite=overwrite, post=post, diameter=parse_diameter(diameter))
     total = len(seg.input_frames(source))
     with progress_bar(TextColumn("{task.fields[frame]}")) as bar:
         task = bar.add_task("segmenting", total=total, frame="")

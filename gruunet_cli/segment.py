@@ -11,11 +11,12 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-from . import ctc, instances, modelfile, normalize, png
+from . import ctc, instances, modelfile, normalize, png, scale
 from .config import Arch, ModelMeta, PostConfig
 from .errors import UserError
 from .runtime import autocast, resolve_device, set_threads
@@ -35,6 +36,9 @@ class SegmentOptions:
     threads: int | None = None  # CPU threads
     overwrite: bool = False
     post: PostConfig | None = None
+    # Cell diameter in px of the images to segment, or "auto" (estimated by a first pass); the
+    # image is resized so its cells have the training size (`scale.py`). None: as is.
+    diameter: float | Literal["auto"] | None = None
 
 
 class Predictor:
@@ -46,6 +50,8 @@ class Predictor:
         self.model, self.meta = modelfile.load(weights, self.device)
         self.opts = opts
         self.post = opts.post or self.meta.post
+        if opts.diameter is not None and not self.meta.object_diameter:
+            raise UserError("this model file records no training cell size; segment without --diameter", weights)
 
     @property
     def batch(self) -> int:
@@ -89,8 +95,23 @@ class Predictor:
         raise ValueError(f"a {self.dims}D model cannot segment an image of shape {image.shape}")
 
     def labels(self, image: np.ndarray) -> np.ndarray:
-        """Instance labels (uint16, 0 = background) of the same shape as ``image``."""
-        return self.labels_from(self.probabilities(image)[0], image)
+        """Instance labels (uint16, 0 = background) of the same shape as ``image``.
+
+        With ``opts.diameter`` the image is first resized in-plane so that its cells have the
+        size the model was trained on; labels are found at that scale and resized back.
+        """
+        auto = self.opts.diameter == "auto"
+        labels = None
+        if self.opts.diameter is None or auto:
+            labels = self.labels_from(self.probabilities(image)[0], image)
+            if not auto:
+                return labels
+        diameter = scale.object_diameter([labels]) if auto else float(self.opts.diameter)
+        f = scale.factor(self.meta.object_diameter, diameter, auto)
+        if f is None:
+            return labels if labels is not None else self.labels_from(self.probabilities(image)[0], image)
+        resized = scale.resize_plane(image, f)
+        return scale.labels_to_shape(self.labels_from(self.probabilities(resized)[0], resized), image.shape)
 
     def labels_from(self, p_fg: np.ndarray, image: np.ndarray) -> np.ndarray:
         """Instance labels from this image's foreground probability (*S)."""

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import curves, data, distributed, modelfile
+from . import curves, data, distributed, modelfile, scale
 from .augment import AugmentConfig
 from .atomic import atomic_path
 from .config import Arch, LossName, ModelConfig, ModelMeta, NormConfig, PostConfig, to_dict
@@ -114,15 +114,24 @@ def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, st
         torch.save(blob, tmp)
 
 
-def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig) -> TrainState:
+# Options a resumed run may change: it may run longer, wait longer for a better validation,
+# or score validations with other post-processing (which re-scores the best model so far).
+EXTENDABLE = ("iterations", "patience", "post")
+
+
+def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
+                    cfg: TrainConfig) -> tuple[TrainState, dict[str, Any]]:
+    """Restore weights and optimizer; returns the loop state and the checkpoint's configuration."""
     if not path.is_file():
         raise UserError("no checkpoint to resume from", path)
     blob = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
-    if blob["config"] != to_dict(cfg):
-        raise UserError("checkpoint was made with another configuration; resume with the same options", path)
+    fixed = lambda c: {k: v for k, v in c.items() if k not in EXTENDABLE}  # noqa: E731
+    if fixed(blob["config"]) != fixed(to_dict(cfg)):
+        raise UserError("checkpoint was made with another configuration; resume with the same options "
+                        f"(only {', '.join(EXTENDABLE)} may change)", path)
     modelfile.plain_module(model).load_state_dict(blob["model"])
     opt.load_state_dict(blob["optimizer"])
-    return TrainState(**blob["state"])
+    return TrainState(**blob["state"]), blob["config"]
 
 
 def _meta(cfg: TrainConfig, data_src: TrainData, state: TrainState, crop: int, extra: dict[str, Any]) -> ModelMeta:
@@ -134,9 +143,10 @@ def _meta(cfg: TrainConfig, data_src: TrainData, state: TrainState, crop: int, e
         "best_val_seg": state.best_seg if math.isfinite(state.best_seg) else None,
         "iterations_run": state.iteration,
         "wall_time_s": round(state.elapsed_s, 1),
-        **extra,
+        **{k: v for k, v in extra.items() if k != "object_diameter"},
     }
-    return ModelMeta(model=cfg.model, norm=cfg.norm, post=cfg.post, training=training)
+    return ModelMeta(model=cfg.model, norm=cfg.norm, post=cfg.post, object_diameter=extra.get("object_diameter"),
+                     training=training)
 
 
 def _frames(cfg: TrainConfig, src: TrainData) -> tuple[list[data.Frame], list[data.Frame]]:
@@ -169,7 +179,13 @@ def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
     model = build_model(cfg.model).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), amsgrad=True)
-    state = load_checkpoint(paths["checkpoint"], model, opt, cfg) if resume else TrainState()
+    state = TrainState()
+    if resume:
+        state, before = load_checkpoint(paths["checkpoint"], model, opt, cfg)
+        if before["post"] != to_dict(cfg.post) and state.best_iteration and dinfo.main:
+            # The best SEG so far was scored with other post-processing: score it again.
+            best, _ = modelfile.load(paths["model"], device)
+            state.best_seg = validate(best, val_frames, device, cfg.post, cfg.gamma, cfg.amp).seg
     net: nn.Module = model
     if dinfo.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -183,6 +199,7 @@ def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
     use_fp16 = cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
     extra = {"parameters": count_parameters(model), "device": str(device), "world_size": dinfo.world,
+             "object_diameter": scale.object_diameter([f.labels for f in train_frames]),
              "train_frames": [f.name for f in train_frames], "val_frames": [f.name for f in val_frames]}
 
     interval = {"loss": 0.0, "steps": 0, "wait": 0.0, "time": 0.0}

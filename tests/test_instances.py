@@ -55,3 +55,40 @@ def test_3d_slices_link_into_one_object() -> None:
     p[:, 5:10, 5:10] = 0.9
     out = probability_to_labels(p, PostConfig(min_size=1, grow=0), in_plane=True)
     assert np.unique(out).tolist() == [0, 1]
+
+
+def disc(shape: tuple[int, int], centre: tuple[float, float], r: float) -> np.ndarray:
+    yy, xx = np.indices(shape)
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= r * r
+
+
+def test_split_cuts_two_overlapping_discs_but_keeps_an_ellipse_whole() -> None:
+    a, b = disc((40, 60), (20, 20), 10), disc((40, 60), (20, 36), 10)  # overlap: a 4-px lens
+    truth = np.where(a, 1, np.where(b, 2, 0))
+    truth[b & (np.indices(a.shape)[1] >= 28)] = 2  # the lens split down the middle
+    p = (a | b).astype(np.float32)  # the network left them joined
+    assert np.unique(probability_to_labels(p, PostConfig(split=False, min_size=1))).tolist() == [0, 1]
+    out = probability_to_labels(p, PostConfig(min_size=1))
+    m = metrics.match_objects(truth, out)
+    assert len(np.unique(out)) - 1 == 2 and m.jaccard.min() > 0.9
+    yy, xx = np.indices((40, 60))
+    ellipse = ((yy - 20) / 8.0) ** 2 + ((xx - 30) / 22.0) ** 2 <= 1  # long, no neck: one cell
+    assert np.unique(probability_to_labels(ellipse.astype(np.float32), PostConfig(min_size=1))).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_split_recovers_touching_discs_without_a_separating_ring(seed: int) -> None:
+    labels = touching_discs(np.random.default_rng(seed), (128, 128), 40)
+    p = (labels > 0).astype(np.float32)  # worst case: no ring at all between touching cells
+    plain = metrics.match_objects(labels, probability_to_labels(p, PostConfig(split=False, min_size=1)))
+    split = metrics.match_objects(labels, probability_to_labels(p, PostConfig(min_size=1)))
+    assert metrics.seg_score(split.jaccard) > metrics.seg_score(plain.jaccard) + 0.1
+    assert metrics.seg_score(split.jaccard) > 0.8
+
+
+def test_split_in_plane_keeps_slices_linked() -> None:
+    two = disc((40, 60), (20, 20), 10) | disc((40, 60), (20, 36), 10)
+    out = probability_to_labels(np.stack([two] * 3).astype(np.float32), PostConfig(min_size=1), in_plane=True)
+    assert np.unique(out).tolist() == [0, 1, 2]
+    assert all(np.unique(out[z]).tolist() == [0, 1, 2] for z in range(3))
+    assert (out[0] == out[2]).mean() > 0.99  # only ties on the neck may fall either way

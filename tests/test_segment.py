@@ -11,7 +11,7 @@ import torch
 from scipy import ndimage as ndi
 from typer.testing import CliRunner
 
-from gruunet_cli import ctc, modelfile, segment
+from gruunet_cli import ctc, demo, metrics, modelfile, scale, segment
 from gruunet_cli.cli import app
 from gruunet_cli.config import Arch, ModelConfig, ModelMeta, PostConfig
 from gruunet_cli.model import build_model
@@ -150,3 +150,47 @@ def test_cli_errors(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "t000.tif: expected a 2D or 3D grey image" in r.output
     r = runner.invoke(app, ["segment", str(src), str(tmp_path / "res"), "--weights", str(tmp_path / "missing")])
     assert r.exit_code == 2 and "missing.safetensors: model file does not exist" in r.output
+    r = runner.invoke(app, ["segment", str(src), str(tmp_path / "res"), "--weights", str(weights), "--diameter", "big"])
+    assert r.exit_code == 2 and r.output.strip() == "error: --diameter must be 'auto' or a positive number of pixels, not 'big'"
+    r = runner.invoke(app, ["segment", str(src), str(tmp_path / "res"), "--weights", str(weights), "--diameter", "auto"])
+    assert r.exit_code == 2 and "records no training cell size" in r.output
+
+
+def test_labels_come_back_at_the_input_size_renumbered() -> None:
+    labels = np.zeros((40, 40), np.uint16)
+    labels[2:12, 2:12], labels[20, 20], labels[25:38, 25:38] = 3, 7, 9  # a 1-px object vanishes
+    small = scale.labels_to_shape(labels, (20, 20))
+    assert small.dtype == np.uint16 and np.unique(small).tolist() == [0, 1, 2]
+    big = scale.labels_to_shape(small, (40, 40))
+    assert metrics.match_objects(labels, big).jaccard[[0, 2]].min() > 0.85
+
+
+def shrunk_validation_rows(f: float) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled 01 image's validation rows (never trained on) at ``f`` times their size."""
+    sample = demo.SAMPLE
+    image = tifffile.imread(sample / "01" / "t000.tif")[384:].astype(np.float32)
+    truth = tifffile.imread(sample / "01_GT" / "SEG" / "man_seg000.tif")[384:]
+    shape = tuple(int(round(s * f)) for s in image.shape)
+    return (scale.resize_plane(image, f), scale.labels_to_shape(truth, shape))
+
+
+@pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+def test_diameter_brings_small_cells_to_the_training_size() -> None:
+    """Cells at 0.4× the training size: telling `segment` their diameter, or letting it
+    estimate it, segments them far better than taking the image as it is."""
+    image, truth = shrunk_validation_rows(0.4)
+    score = {}
+    for d in (None, "auto", scale.object_diameter([truth])):
+        labels = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu", diameter=d)).labels(image)
+        assert labels.shape == image.shape and labels.dtype == np.uint16
+        score[d] = metrics.seg_score(metrics.match_objects(truth, labels).jaccard)
+    plain, auto, given = score.values()
+    assert auto > plain + 0.05 and given > plain + 0.05, score
+
+
+@pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+def test_auto_diameter_leaves_training_sized_cells_alone() -> None:
+    image, _ = shrunk_validation_rows(1.0)
+    plain = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu")).labels(image)
+    auto = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu", diameter="auto")).labels(image)
+    assert np.array_equal(plain, auto)

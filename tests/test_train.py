@@ -80,8 +80,30 @@ def test_resume_after_interrupt_equals_uninterrupted(sequence: TrainData, tmp_pa
 def test_resume_refuses_other_options(sequence: TrainData, tmp_path: Path) -> None:
     run(small(iterations=2, val_interval=2), sequence, tmp_path / "m")
     result = CliRunner().invoke(app, ["train", str(sequence.images), str(sequence.gt), "--out", str(tmp_path / "m"),
-                                      "--resume", "--iterations", "4", "--device", "cpu"])
+                                      "--resume", "--iterations", "4", "--crop", "48", "--device", "cpu"])
     assert result.exit_code == 2 and "another configuration" in result.output
+
+
+def test_resume_with_more_iterations_extends_the_run(sequence: TrainData, tmp_path: Path) -> None:
+    run(small(iterations=4, val_interval=2), sequence, tmp_path / "m")
+    extended = run(small(iterations=6, val_interval=2), sequence, tmp_path / "m", resume=True)
+    assert extended.iterations == 6
+    assert [r["iteration"] for r in extended.rows] == [2, 4, 6]
+    assert torch.load(output_paths(tmp_path / "m")["checkpoint"], weights_only=True)["state"]["iteration"] == 6
+
+
+def test_resume_with_other_post_processing_rescores_the_best_model(sequence: TrainData, tmp_path: Path) -> None:
+    from gruunet_cli.config import PostConfig
+    from gruunet_cli.data import load_frames, split
+    from gruunet_cli.validation import validate
+
+    first = run(small(iterations=4, val_interval=2), sequence, tmp_path / "m")
+    post = PostConfig(threshold=-1.0, split=False, min_size=1)  # one image-sized object: SEG > 0 however poor the net
+    again = run(small(iterations=4, val_interval=2, post=post), sequence, tmp_path / "m", resume=True)
+    model, meta = modelfile.load(output_paths(tmp_path / "m")["model"])
+    _, val = split(load_frames(sequence.images, sequence.gt, 2, meta.norm))
+    assert again.best_iteration == first.best_iteration and again.best_seg != first.best_seg
+    assert again.best_seg == pytest.approx(validate(model, val, torch.device("cpu"), post).seg)
 
 
 def test_cli_reports_missing_input(tmp_path: Path) -> None:

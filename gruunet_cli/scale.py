@@ -1,0 +1,64 @@
+"""Object scale: segment cells imaged at another magnification than the training data.
+
+A model learns cells of about the size it was trained on (the model file records their median
+diameter). When a user's cells are much smaller or larger, the image is resized in-plane so its
+cells match that size, segmented, and the labels are resized back (nearest neighbour).
+Images: (H, W) or (Z, H, W); only H and W are resized.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.transform import resize
+
+# With --diameter auto, factors this close to 1 are left alone: the training zoom already
+# covers them, and resampling costs a second pass and a little boundary precision.
+TOLERANCE = 1.25
+
+
+def object_diameter(label_images: list[np.ndarray]) -> float | None:
+    """Median equivalent diameter 2·sqrt(area/π) (px) of the objects of some label images,
+    in-plane: a 3D object counts with its largest slice. None when there are no objects.
+
+    >>> lab = np.zeros((20, 20), int); lab[0:4, 0:4] = 1; lab[10:20, 10:20] = 2; lab[5:7, 12:14] = 3
+    >>> round(object_diameter([lab]), 3)  # areas 16, 100, 4 → median 16
+    4.514
+    """
+    areas: list[np.ndarray] = []
+    for labels in label_images:
+        lab = labels if labels.ndim == 3 else labels[None]
+        n = int(lab.max(initial=0))
+        if n:
+            a = np.stack([np.bincount(s.ravel(), minlength=n + 1) for s in lab]).max(axis=0)[1:]  # (n,)
+            areas.append(a[a > 0])
+    if not areas:
+        return None
+    return float(np.median(2 * np.sqrt(np.concatenate(areas) / np.pi)))
+
+
+def factor(model_diameter: float | None, diameter: float | None, auto: bool) -> float | None:
+    """In-plane resize factor that brings cells of ``diameter`` to ``model_diameter``, or None
+    when nothing should be resized (unknown sizes, or with ``auto`` a factor within TOLERANCE)."""
+    if not model_diameter or not diameter:
+        return None
+    f = model_diameter / diameter
+    if auto and 1 / TOLERANCE <= f <= TOLERANCE:
+        return None
+    return f
+
+
+def resize_plane(image: np.ndarray, f: float) -> np.ndarray:
+    """(*Z, H, W) → (*Z, round(f·H), round(f·W)) float32, bilinear (area-smoothed when shrinking)."""
+    shape = (*image.shape[:-2], *(max(1, int(round(s * f))) for s in image.shape[-2:]))
+    return resize(image.astype(np.float32), shape, order=1, anti_aliasing=f < 1, preserve_range=True).astype(np.float32)
+
+
+def labels_to_shape(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Labels resized to ``shape`` by nearest neighbour, renumbered 1..n (objects may vanish
+    when shrinking), same dtype."""
+    zoomed = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)
+    present = np.unique(zoomed)
+    present = present[present > 0]
+    lut = np.zeros(int(labels.max(initial=0)) + 1, labels.dtype)
+    lut[present] = np.arange(1, present.size + 1)
+    return lut[zoomed]
