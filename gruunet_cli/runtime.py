@@ -34,3 +34,22 @@ def autocast(device: torch.device, enabled: bool = True):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
     return nullcontext()
+
+
+def foreground_fn(model: torch.nn.Module, device: torch.device, amp: bool = True,
+                  iterations: bool = False):
+    """A numpy → numpy forward for `tiling.predict_tiled`: (B, *t) normalised tiles →
+    (B, K, *t) foreground probabilities, K = 1, or 9 per-step maps with ``iterations``
+    (GRUU-Net). The model must already be in eval mode."""
+
+    def run(batch):
+        x = torch.from_numpy(batch).unsqueeze(1).to(device, non_blocking=True)  # (B, 1, *t)
+        with torch.inference_mode(), autocast(device, amp):
+            if iterations:
+                steps = model(x, return_iterations=True)
+                p = torch.stack([s.float().softmax(1)[:, 1] for s in steps], dim=1)  # (B, 9, *t)
+            else:
+                p = model(x).float().softmax(1)[:, 1:2]  # (B, 1, *t)
+        return p.cpu().numpy()
+
+    return run

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 
 from . import ctc, instances, modelfile, normalize, png, scale
 from .config import Arch, ModelMeta, PostConfig
 from .errors import UserError
-from .runtime import autocast, resolve_device, set_threads
+from .runtime import foreground_fn, resolve_device, set_threads
 from .tiling import predict_tiled
 
 
@@ -62,19 +61,7 @@ class Predictor:
         return self.meta.model.dims
 
     def _forward(self, iterations: bool) -> Callable[[np.ndarray], np.ndarray]:
-        """(B, *t) normalised tiles → (B, K, *t) foreground probabilities (K = 9 with ``iterations``)."""
-
-        def run(batch: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(batch).unsqueeze(1).to(self.device, non_blocking=True)  # (B, 1, *t)
-            with torch.inference_mode(), autocast(self.device, self.opts.amp):
-                if iterations:
-                    steps = self.model(x, return_iterations=True)
-                    p = torch.stack([s.float().softmax(1)[:, 1] for s in steps], dim=1)  # (B, 9, *t)
-                else:
-                    p = self.model(x).float().softmax(1)[:, 1:2]  # (B, 1, *t)
-            return p.cpu().numpy()
-
-        return run
+        return foreground_fn(self.model, self.device, self.opts.amp, iterations)
 
     def probabilities(self, image: np.ndarray, iterations: bool = False) -> np.ndarray:
         """Foreground probability of a raw image: (K, *S) float32 (K = 1, or 9 per-step maps)."""

@@ -12,7 +12,7 @@ from . import metrics
 from .config import PostConfig
 from .data import Frame
 from .instances import probability_to_labels
-from .runtime import autocast
+from .runtime import foreground_fn
 from .tiling import predict_tiled
 
 
@@ -27,13 +27,8 @@ def foreground_probability(model: nn.Module, image: np.ndarray, device: torch.de
                            amp: bool = True) -> np.ndarray:
     """(*S) normalised image → (*S) foreground probability with the model in eval mode."""
 
-    def run(batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).unsqueeze(1).to(device)
-        with torch.inference_mode(), autocast(device, amp):
-            return model(x).float().softmax(1)[:, 1:2].cpu().numpy()
-
     tiles = (tile,) * image.ndim if image.ndim == 2 else (image.shape[0], tile, tile)
-    return predict_tiled(run, image, tiles, (64,) * image.ndim, align=model.cfg.multiple)[0]
+    return predict_tiled(foreground_fn(model, device, amp), image, tiles, (64,) * image.ndim, align=model.cfg.multiple)[0]
 
 
 def validate(model: nn.Module, frames: list[Frame], device: torch.device, post: PostConfig, gamma: float = 2.0,
