@@ -207,6 +207,7 @@ def demo(
     sample: Annotated[Path | None, typer.Option(help="A CTC dataset folder with 02/ and 02_GT/ (default: the bundled sample).")] = None,
     weights: Annotated[Path | None, typer.Option(help="Model file (default: the bundled GRUU-Net).")] = None,
     device: Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")] = "auto",
+    diameter: Annotated[str | None, typer.Option(help="As for segment: cell diameter in pixels, or 'auto'.")] = None,
 ) -> None:
     """Segment the bundled sample's unseen image with the bundled weights and score it."""
     import tempfile
@@ -218,7 +219,7 @@ def demo(
     from .segment import SegmentOptions
 
     out = out or Path(tempfile.mkdtemp(prefix="gruunet-demo-"))
-    report, res, overlay = dm.run(out, sample or dm.SAMPLE, weights or dm.WEIGHTS, opts=SegmentOptions(device=device))
+    report, res, overlay = dm.run(out, sample or dm.SAMPLE, weights or dm.WEIGHTS, opts=SegmentOptions(device=device, diameter=parse_diameter(diameter)))
     console = Console()
     ev.print_report(report, console, per_frame=False)
     ev.write_json(report, out / "scores.json")

@@ -87,18 +87,16 @@ class Predictor:
         With ``opts.diameter`` the image is first resized in-plane so that its cells have the
         size the model was trained on; labels are found at that scale and resized back.
         """
+        direct = lambda img: self.labels_from(self.probabilities(img)[0], img)  # noqa: E731
+        if self.opts.diameter is None:
+            return direct(image)
         auto = self.opts.diameter == "auto"
-        labels = None
-        if self.opts.diameter is None or auto:
-            labels = self.labels_from(self.probabilities(image)[0], image)
-            if not auto:
-                return labels
-        diameter = scale.object_diameter([labels]) if auto else float(self.opts.diameter)
+        first = direct(image) if auto else None  # the first pass measures the cells
+        diameter = scale.object_diameter([first]) if auto else float(self.opts.diameter)
         f = scale.factor(self.meta.object_diameter, diameter, auto)
-        if f is None:
-            return labels if labels is not None else self.labels_from(self.probabilities(image)[0], image)
-        resized = scale.resize_plane(image, f)
-        return scale.labels_to_shape(self.labels_from(self.probabilities(resized)[0], resized), image.shape)
+        if f is None:  # already about the training size
+            return first if first is not None else direct(image)
+        return scale.labels_to_shape(direct(scale.resize_plane(image, f)), image.shape)
 
     def labels_from(self, p_fg: np.ndarray, image: np.ndarray) -> np.ndarray:
         """Instance labels from this image's foreground probability (*S)."""

@@ -128,7 +128,7 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
     fixed = lambda c: {k: v for k, v in c.items() if k not in EXTENDABLE}  # noqa: E731
     if fixed(blob["config"]) != fixed(to_dict(cfg)):
         raise UserError("checkpoint was made with another configuration; resume with the same options "
-                        f"(only {', '.join(EXTENDABLE)} may change)", path)
+                        "(only --iterations and --patience may change)", path)
     modelfile.plain_module(model).load_state_dict(blob["model"])
     opt.load_state_dict(blob["optimizer"])
     return TrainState(**blob["state"]), blob["config"]
