@@ -80,29 +80,50 @@ def _connectivity(ndim: int, in_plane: bool) -> np.ndarray:
     return full
 
 
-def split_joined(mask: np.ndarray, h: float, sigma: float, in_plane: bool = False) -> np.ndarray:
+def _split_one(own: np.ndarray, h: float, sigma: float, in_plane: bool, conn: np.ndarray) -> np.ndarray:
+    """One blob (a padded box around it): labels 1..k of its parts, 0 outside it."""
+    if in_plane and own.ndim == 3:  # distances within each slice
+        dist = np.stack([ndi.distance_transform_edt(s) for s in own]).astype(np.float32)
+        smooth = ndi.gaussian_filter(dist, (0, sigma, sigma))
+    else:
+        dist = ndi.distance_transform_edt(own).astype(np.float32)
+        smooth = ndi.gaussian_filter(dist, sigma)
+    markers = ndi.label(h_maxima(smooth, h, footprint=conn) & own, structure=conn, output=np.int32)[0]
+    if markers.max() <= 1:
+        return own.astype(np.int32)
+    parts = watershed(-dist, markers, mask=own, connectivity=conn).astype(np.int32)
+    rest, k = ndi.label(own & (parts == 0), structure=conn, output=np.int32)  # pieces without a peak
+    return np.where(rest > 0, rest + parts.max(), parts) if k else parts
+
+
+def split_joined(mask: np.ndarray, h: float, sigma: float, in_plane: bool = False, min_area: int = 0) -> np.ndarray:
     """Labels (int32) of a foreground mask in which blobs with several distance peaks are cut
     along the watershed of the distance to the background.
 
     Markers are the h-maxima of the Gaussian-smoothed distance map: two peaks become two
     objects only when each stands ``h`` pixels above the neck between them, so a round cell
-    stays whole and two touching ones part. Every component of ``mask`` keeps at least one label.
+    stays whole and two touching ones part. Blobs under ``min_area`` pixels are not cut. Each
+    blob is handled in its own bounding box, so memory stays that of the largest blob.
 
     >>> m = np.zeros((9, 20), bool); m[1:8, 1:8] = m[1:8, 12:19] = True; m[4, 8:12] = True
     >>> np.unique(split_joined(m, 0.5, 1.0)[4]).tolist()  # two squares joined by a 1-px bridge
     [0, 1, 2]
     """
     conn = _connectivity(mask.ndim, in_plane)
-    if in_plane and mask.ndim == 3:  # distances within each slice
-        dist = np.stack([ndi.distance_transform_edt(s) for s in mask]).astype(np.float32)
-        smooth = ndi.gaussian_filter(dist, (0, sigma, sigma))
-    else:
-        dist = ndi.distance_transform_edt(mask).astype(np.float32)
-        smooth = ndi.gaussian_filter(dist, sigma)
-    markers, n = ndi.label(h_maxima(smooth, h, footprint=conn), structure=conn, output=np.int32)
-    labels = watershed(-dist, markers, mask=mask, connectivity=conn).astype(np.int32)
-    rest, k = ndi.label(mask & (labels == 0), structure=conn, output=np.int32)  # blobs without a peak
-    return np.where(rest > 0, rest + n, labels) if k else labels
+    blobs, _ = ndi.label(mask, structure=conn, output=np.int32)
+    out = np.zeros(mask.shape, np.int32)
+    pad = int(np.ceil(3 * sigma)) + 1  # room for the smoothing around the blob
+    sizes = np.bincount(blobs.ravel())
+    n = 0
+    for i, box in enumerate(ndi.find_objects(blobs), start=1):
+        if box is None:
+            continue
+        box = tuple(slice(max(s.start - pad, 0), min(s.stop + pad, d)) for s, d in zip(box, mask.shape))
+        own = blobs[box] == i
+        parts = own.astype(np.int32) if sizes[i] < max(min_area, 2) else _split_one(own, h, sigma, in_plane, conn)
+        out[box][own] = parts[own] + n
+        n += int(parts.max())
+    return out
 
 
 def probability_to_labels(p_fg: np.ndarray, post: PostConfig, in_plane: bool = False) -> np.ndarray:
@@ -118,7 +139,8 @@ def probability_to_labels(p_fg: np.ndarray, post: PostConfig, in_plane: bool = F
     fp = _footprint(p_fg.ndim, in_plane)
     mask = p_fg > post.threshold
     if post.split:
-        labels = split_joined(mask, post.split_h, post.split_sigma, in_plane)
+        # A blob under twice the minimum size cannot give two parts that both survive it.
+        labels = split_joined(mask, post.split_h, post.split_sigma, in_plane, min_area=2 * post.min_size)
     else:
         labels = ndi.label(mask, structure=_connectivity(p_fg.ndim, in_plane), output=np.int32)[0]
     n = int(labels.max(initial=0))
