@@ -235,3 +235,30 @@ def synthetic_frames(n: int = 4, size: int = 256, seed: int = 0) -> list:
         image = (labels > 0) + rng.normal(0, 0.3, labels.shape)
         frames.append(Frame(f"synthetic{i}", image.astype(np.float32), labels))
     return frames
+
+
+def bench_post_one(size: int, split: bool, weights: Path) -> dict:
+    """Post-processing alone (probability → labels) on a ``size``×``size`` map: the model's
+    probability for the bundled 01 image, tiled. ``split`` on or off; seconds and the peak
+    resident memory it adds (run each case in a fresh process for a clean peak)."""
+    import dataclasses
+    import resource
+
+    import tifffile
+
+    from .demo import SAMPLE
+    from .instances import probability_to_labels
+    from .segment import Predictor, SegmentOptions
+
+    predictor = Predictor(Path(weights), SegmentOptions(device="cpu"))
+    p01 = predictor.probabilities(tifffile.imread(SAMPLE / "01" / "t000.tif"))[0]  # (512, 512)
+    reps = -(-size // p01.shape[0])
+    p = np.ascontiguousarray(np.tile(p01, (reps, reps))[:size, :size])
+    post = dataclasses.replace(predictor.post, split=split)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    labels = probability_to_labels(p, post)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"size": size, "split": split, "seconds": seconds, "peak_rss_mib": peak, "rss_before_mib": before,
+            "objects": int(labels.max())}

@@ -381,6 +381,36 @@ def bench_segment(
                    f"peak RSS {r['peak_rss_mib']:.0f} MiB (before: {r['rss_before_mib']:.0f} MiB), {r['objects']} objects")
 
 
+@bench_app.command("post")
+@user_errors
+def bench_post(
+    sizes: Annotated[list[int], typer.Option("--size", help="Map side(s) in pixels; each case runs in a fresh process.")] = [2048],
+    weights: Annotated[Path | None, typer.Option(help="Model file for the probability map (default: the bundled GRUU-Net).")] = None,
+    split: Annotated[bool, typer.Option("--split/--no-split", help="With --inline: the case to measure.")] = True,
+    inline: Annotated[bool, typer.Option("--inline", help="Measure one case in this process.")] = False,
+) -> None:
+    """Post-processing alone, plain components against the distance split, on tiled real probabilities."""
+    import json
+    import subprocess
+    import sys
+
+    from . import bench
+    from .demo import WEIGHTS
+
+    weights = weights or WEIGHTS
+    if inline:
+        for size in sizes:
+            typer.echo(json.dumps(bench.bench_post_one(size, split, weights)))
+        return
+    for size in sizes:
+        for case in ("--no-split", "--split"):
+            cmd = [sys.executable, "-m", "gruunet_cli", "bench", "post", "--inline", "--size", str(size), case,
+                   "--weights", str(weights)]
+            r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+            typer.echo(f"{size}x{size} {'split' if r['split'] else 'components'}: {r['seconds']:.1f} s, peak RSS "
+                       f"{r['peak_rss_mib']:.0f} MiB (before: {r['rss_before_mib']:.0f} MiB), {r['objects']} objects")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -69,3 +69,13 @@ def test_ctc_scripts_run_from_sw(tmp_path: Path) -> None:
     assert (tmp_path / "Fake-DS" / "01_RES" / "mask000.tif").is_file()
     result = CliRunner().invoke(app, ["ctc-scripts", "no-equals-sign"])
     assert result.exit_code == 2 and "expected DATASET=WEIGHTS" in result.output
+
+
+@pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+def test_bench_post_measures_both_cases_on_real_probabilities() -> None:
+    for case in ("--split", "--no-split"):
+        result = CliRunner().invoke(app, ["bench", "post", "--inline", "--size", "600", case])
+        assert result.exit_code == 0, result.output
+        r = json.loads(result.output.strip().splitlines()[-1])
+        assert r["size"] == 600 and r["split"] == (case == "--split") and r["seconds"] > 0
+        assert 100 < r["objects"] < 600  # the bundled 01 image holds 125 nuclei in 512²
