@@ -171,7 +171,8 @@ def run(
                 raise UserError("--iterations needs a GRUU-Net model file", weights)
             maps = predictor.probabilities(image, iterations=True)
             write_iterations(Path(iterations_dir), image, maps)
-            labels = predictor.labels_from(maps[-1], image)  # the last step is the normal output
+            # The last step is the normal output; with --diameter the labels come from the resized image.
+            labels = predictor.labels(image) if opts.diameter is not None else predictor.labels_from(maps[-1], image)
             want_iterations = False
         else:
             labels = predictor.labels(image)

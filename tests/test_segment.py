@@ -194,3 +194,16 @@ def test_auto_diameter_leaves_training_sized_cells_alone() -> None:
     plain = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu")).labels(image)
     auto = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu", diameter="auto")).labels(image)
     assert np.array_equal(plain, auto)
+
+
+@pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+def test_diameter_applies_to_the_iterations_frame_too(tmp_path: Path) -> None:
+    image, _ = shrunk_validation_rows(0.4)
+    src = tmp_path / "02"
+    src.mkdir()
+    tifffile.imwrite(src / "t000.tif", image)
+    opts = segment.SegmentOptions(device="cpu", diameter="auto")
+    segment.run(src, tmp_path / "a", demo.WEIGHTS, opts)
+    segment.run(src, tmp_path / "b", demo.WEIGHTS, opts, iterations_dir=tmp_path / "it")
+    a, b = (tifffile.imread(tmp_path / d / "mask000.tif") for d in ("a", "b"))
+    assert a.max() > 10 and np.array_equal(a, b)
