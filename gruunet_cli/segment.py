@@ -81,22 +81,26 @@ class Predictor:
             return out
         raise ValueError(f"a {self.dims}D model cannot segment an image of shape {image.shape}")
 
-    def labels(self, image: np.ndarray) -> np.ndarray:
+    def labels(self, image: np.ndarray, p_fg: np.ndarray | None = None) -> np.ndarray:
         """Instance labels (uint16, 0 = background) of the same shape as ``image``.
 
-        With ``opts.diameter`` the image is first resized in-plane so that its cells have the
-        size the model was trained on; labels are found at that scale and resized back.
+        ``p_fg`` (*S): the image's foreground probability when already computed. With
+        ``opts.diameter`` the image is first resized in-plane so that its cells have the size
+        the model was trained on; labels are found at that scale and resized back.
         """
-        direct = lambda img: self.labels_from(self.probabilities(img)[0], img)  # noqa: E731
+        def as_is() -> np.ndarray:
+            return self.labels_from(self.probabilities(image)[0] if p_fg is None else p_fg, image)
+
         if self.opts.diameter is None:
-            return direct(image)
+            return as_is()
         auto = self.opts.diameter == "auto"
-        first = direct(image) if auto else None  # the first pass measures the cells
+        first = as_is() if auto else None  # the first pass measures the cells
         diameter = scale.object_diameter([first]) if auto else float(self.opts.diameter)
         f = scale.factor(self.meta.object_diameter, diameter, auto)
         if f is None:  # already about the training size
-            return first if first is not None else direct(image)
-        return scale.labels_to_shape(direct(scale.resize_plane(image, f)), image.shape)
+            return first if first is not None else as_is()
+        resized = scale.resize_plane(image, f)
+        return scale.labels_to_shape(self.labels_from(self.probabilities(resized)[0], resized), image.shape)
 
     def labels_from(self, p_fg: np.ndarray, image: np.ndarray) -> np.ndarray:
         """Instance labels from this image's foreground probability (*S)."""
@@ -171,8 +175,7 @@ def run(
                 raise UserError("--iterations needs a GRUU-Net model file", weights)
             maps = predictor.probabilities(image, iterations=True)
             write_iterations(Path(iterations_dir), image, maps)
-            # The last step is the normal output; with --diameter the labels come from the resized image.
-            labels = predictor.labels(image) if opts.diameter is not None else predictor.labels_from(maps[-1], image)
+            labels = predictor.labels(image, maps[-1])  # the last step is the normal output
             want_iterations = False
         else:
             labels = predictor.labels(image)
