@@ -9,6 +9,7 @@ Images: (H, W) or (Z, H, W); only H and W are resized.
 from __future__ import annotations
 
 import numpy as np
+from skimage.segmentation import relabel_sequential
 from skimage.transform import resize
 
 # With --diameter auto, factors this close to 1 are left alone: the training zoom already
@@ -57,8 +58,4 @@ def labels_to_shape(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Labels resized to ``shape`` by nearest neighbour, renumbered 1..n (objects may vanish
     when shrinking), same dtype."""
     zoomed = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)
-    present = np.unique(zoomed)
-    present = present[present > 0]
-    lut = np.zeros(int(labels.max(initial=0)) + 1, labels.dtype)
-    lut[present] = np.arange(1, present.size + 1)
-    return lut[zoomed]
+    return relabel_sequential(zoomed)[0]
