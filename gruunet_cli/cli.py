@@ -352,6 +352,16 @@ def bench_train(
     Console().print(table)
 
 
+def _inline_run(args: list[str]) -> dict:
+    """``gruunet bench ARGS --inline`` in a fresh process (a clean memory peak); its JSON line."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "gruunet_cli", "bench", *args, "--inline"]
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+
+
 @bench_app.command("segment")
 @user_errors
 def bench_segment(
@@ -363,8 +373,6 @@ def bench_segment(
 ) -> None:
     """Seconds per megapixel and peak memory of `segment` for several image sizes."""
     import json
-    import subprocess
-    import sys
 
     from . import bench
 
@@ -373,10 +381,8 @@ def bench_segment(
             typer.echo(json.dumps(bench.bench_segment_one(size, weights, tile, device)))
         return
     for size in sizes:
-        cmd = [sys.executable, "-m", "gruunet_cli", "bench", "segment", "--inline", "--size", str(size),
-               "--tile", str(tile), "--device", device] + (["--weights", str(weights)] if weights else [])
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        r = json.loads(out)
+        r = _inline_run(["segment", "--size", str(size), "--tile", str(tile), "--device", device]
+                        + (["--weights", str(weights)] if weights else []))
         typer.echo(f"{r['size']}x{r['size']}: {r['seconds']:.1f} s, {r['s_per_mpx']:.2f} s/Mpx, "
                    f"peak RSS {r['peak_rss_mib']:.0f} MiB (before: {r['rss_before_mib']:.0f} MiB), {r['objects']} objects")
 
@@ -391,8 +397,6 @@ def bench_post(
 ) -> None:
     """Post-processing alone, plain components against the distance split, on tiled real probabilities."""
     import json
-    import subprocess
-    import sys
 
     from . import bench
     from .demo import WEIGHTS
@@ -404,9 +408,7 @@ def bench_post(
         return
     for size in sizes:
         for case in ("--no-split", "--split"):
-            cmd = [sys.executable, "-m", "gruunet_cli", "bench", "post", "--inline", "--size", str(size), case,
-                   "--weights", str(weights)]
-            r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+            r = _inline_run(["post", "--size", str(size), case, "--weights", str(weights)])
             typer.echo(f"{size}x{size} {'split' if r['split'] else 'components'}: {r['seconds']:.1f} s, peak RSS "
                        f"{r['peak_rss_mib']:.0f} MiB (before: {r['rss_before_mib']:.0f} MiB), {r['objects']} objects")
 
