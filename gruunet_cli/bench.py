@@ -130,6 +130,47 @@ def bench_model(size: int = 256, batch: int = 1, repeats: int = 3, device: str =
     ]
 
 
+def bench_denormals_one(weights: Path, flush: bool, repeats: int = 3) -> dict:
+    """Seconds of a trained model's forward and training step (train mode, normalized focal loss)
+    on two real 96×96 crops of the bundled 01 image, with denormal floats flushed to zero or not;
+    best of ``repeats``. Run it in a fresh process: the flag is per thread, and torch's worker
+    threads take it from the thread that creates them."""
+    import tifffile
+    import torch
+
+    torch.set_flush_denormal(flush)  # before any parallel work creates the worker threads
+    from . import modelfile, normalize
+    from .demo import SAMPLE
+    from .instances import separated_foreground
+    from .loss import normalized_focal_loss
+
+    model, meta = modelfile.load(weights, "cpu")
+    image = normalize.normalize(tifffile.imread(SAMPLE / "01" / "t000.tif"), meta.norm)
+    labels = tifffile.imread(SAMPLE / "01_GT" / "SEG" / "man_seg000.tif")
+    windows = [np.s_[100:196, 100:196], np.s_[300:396, 200:296]]
+    x = torch.from_numpy(np.stack([image[w] for w in windows])[:, None].astype(np.float32))  # (2, 1, 96, 96)
+    y = torch.from_numpy(np.stack([separated_foreground(labels[w]) for w in windows]).astype(np.int64))
+
+    def forward() -> None:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+
+    def train_step() -> None:
+        model.train()
+        model.zero_grad(set_to_none=True)
+        normalized_focal_loss(model(x), y).backward()
+
+    times: dict[str, list[float]] = {"forward_s": [], "train_step_s": []}
+    for rep in range(repeats + 1):  # round 0 is the warm-up
+        for key, fn in (("forward_s", forward), ("train_step_s", train_step)):
+            t0 = time.perf_counter()
+            fn()
+            if rep:
+                times[key].append(time.perf_counter() - t0)
+    return {"flush_denormal": flush, **{k: min(v) for k, v in times.items()}, "threads": torch.get_num_threads()}
+
+
 def bench_segment_one(size: int, weights: Path | None, tile: int = 512, device: str = "cpu") -> dict:
     """Segment one random ``size``×``size`` uint16 image; seconds per megapixel and peak resident
     memory of this process (run each size in a fresh process for a clean peak)."""
