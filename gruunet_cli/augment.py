@@ -34,6 +34,9 @@ class AugmentConfig:
     contrast: tuple[float, float] = (0.8, 1.25)
     elastic_sigma: float = 4.0  # px, std of grid-anchor displacements (0 switches it off)
     elastic_grid: int = 32  # px between grid anchors
+    # Gaussian blur, sigma drawn uniformly from 0..blur px (0 switches it off): images of
+    # another microscope, or upsampled by `segment --diameter`, are softer than the training data.
+    blur: float = 0.0
 
 
 NO_AUGMENTATION = AugmentConfig(flip=False, rotate90=False, rotate=False, zoom=(1.0, 1.0), brightness=0.0,
@@ -123,6 +126,9 @@ def augmented_crop(
     else:
         img = np.stack([_warp(s.astype(np.float32, copy=False), coords, 3) for s in image])
         lab = np.stack([_warp(s.astype(np.int32, copy=False), coords, 0) for s in labels])
+    if cfg.blur > 0:
+        sigma = rng.uniform(0.0, cfg.blur)
+        img = ndi.gaussian_filter(img, (0.0, sigma, sigma) if img.ndim == 3 else sigma, mode="mirror")
     lo, hi = cfg.contrast
     if hi > lo:
         img = img * np.float32(np.exp(rng.uniform(np.log(lo), np.log(hi))))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -64,3 +66,25 @@ def test_3d_stacks_are_augmented_in_plane() -> None:
     image = rng.random(labels.shape).astype(np.float32)
     crop = augmented_crop(rng, image, labels, 40, AugmentConfig(), in_plane=True)
     assert crop.image.shape == (1, 4, 40, 40) and crop.labels.shape == (4, 40, 40)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_blur_is_a_gaussian_filter_of_the_unblurred_crop(dims: int) -> None:
+    rng = np.random.default_rng(5)
+    labels = touching_discs(rng, (100, 100), 20)
+    if dims == 3:
+        labels = np.stack([labels] * 3)
+    image = rng.random(labels.shape).astype(np.float32)
+    if dims == 3:
+        image[1] = 0.0  # in-plane blur: the empty middle slice stays empty
+    plain = AugmentConfig(brightness=0.0, contrast=(1.0, 1.0))  # no draws after the warp
+    r1, r2 = np.random.default_rng(9), np.random.default_rng(9)
+    sharp = augmented_crop(r1, image, labels, 48, plain)
+    sigma = r1.uniform(0.0, 2.0)  # the draw the blurred crop makes right after the same warp
+    soft = augmented_crop(r2, image, labels, 48, dataclasses.replace(plain, blur=2.0))
+    expected = ndi.gaussian_filter(sharp.image[0], (0, sigma, sigma) if dims == 3 else sigma, mode="mirror")
+    np.testing.assert_allclose(soft.image[0], expected, atol=1e-5)
+    np.testing.assert_array_equal(soft.labels, sharp.labels)  # the targets are not blurred
+    assert sigma > 0.1 and soft.image[0].std() < 0.8 * sharp.image[0].std()
+    if dims == 3:
+        assert not soft.image[0, 1].any()
