@@ -52,6 +52,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     checkpoint_interval: int = 500
+    init: str | None = None  # model file whose weights start the run (fine-tuning)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     norm: NormConfig = field(default_factory=NormConfig)
     post: PostConfig = field(default_factory=PostConfig)
@@ -134,6 +135,30 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
     return TrainState(**blob["state"]), blob["config"]
 
 
+def default_lr(fine_tuning: bool) -> float:
+    """The paper's 1e-3 from scratch. Fine-tuning restarts AMSGrad, and at 1e-3 that wrecked the
+    shipped GRUU-Net within 700 iterations (validation SEG 0.83 → 0); 1e-4 stays stable."""
+    return 1e-4 if fine_tuning else 1e-3
+
+
+def init_model_config(path: Path, arch: Arch, dims: int) -> ModelConfig:
+    """The architecture of a model file to fine-tune, checked against ``--model`` and the data's dims."""
+    meta = modelfile.read_meta(path)
+    if meta.model.arch != arch:
+        raise UserError(f"is a {meta.model.arch.value} model file; train it with --model {meta.model.arch.value}", path)
+    if meta.model.dims != dims:
+        raise UserError(f"is a {meta.model.dims}D model, the training data is {dims}D", path)
+    return meta.model
+
+
+def _load_init(path: Path, model: nn.Module, model_cfg: ModelConfig) -> None:
+    """Copy a model file's weights into ``model`` (same architecture; safetensors, no code runs)."""
+    init, meta = modelfile.load(path, "cpu")
+    if meta.model != model_cfg:
+        raise UserError("its architecture differs from the one being trained", path)
+    modelfile.plain_module(model).load_state_dict(init.state_dict())
+
+
 def _meta(cfg: TrainConfig, data_src: TrainData, state: TrainState, crop: int, extra: dict[str, Any]) -> ModelMeta:
     training = {
         "config": to_dict(cfg),
@@ -180,6 +205,8 @@ def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
     model = build_model(cfg.model).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), amsgrad=True)
     state = TrainState()
+    if cfg.init is not None and not resume:
+        _load_init(Path(cfg.init), model, cfg.model)
     if resume:
         state, before = load_checkpoint(paths["checkpoint"], model, opt, cfg)
         if before["post"] != to_dict(cfg.post) and state.best_iteration and dinfo.main:
