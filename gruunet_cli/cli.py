@@ -87,7 +87,7 @@ def train(
     dims: Annotated[int | None, typer.Option(min=2, max=3, help="2D or 3D network (default: that of the images; 2 for slice GT).")] = None,
     crop: Annotated[int | None, typer.Option(min=16, help="Crop side (default: about the largest object, rounded to 16, within 64..256).")] = None,
     batch: Annotated[int, typer.Option(min=1, help="Crops per step (paper: 2).")] = 2,
-    lr: Annotated[float, typer.Option(help="AMSGrad learning rate (paper: 1e-3).")] = 1e-3,
+    lr: Annotated[float | None, typer.Option(help="AMSGrad learning rate (default: the paper's 1e-3; 1e-4 with --init).")] = None,
     iterations: Annotated[int, typer.Option(min=1, help="Training iterations (paper: ~10,000).")] = 10_000,
     val_interval: Annotated[int, typer.Option(min=1, help="Validate every N iterations.")] = 100,
     patience: Annotated[int, typer.Option(min=1, help="Stop after N validations without a better SEG.")] = 10,
@@ -105,6 +105,8 @@ def train(
     zoom_range: Annotated[tuple[float, float], typer.Option(help="Zoom factors drawn log-uniformly from LO..HI.")] = (0.8, 1.25),
     intensity: Annotated[bool, typer.Option("--intensity/--no-intensity", help="Augment: brightness and contrast.")] = True,
     elastic: Annotated[bool, typer.Option("--elastic/--no-elastic", help="Augment: grid elastic deformation.")] = True,
+    blur: Annotated[float, typer.Option(min=0.0, help="Augment: Gaussian blur, sigma drawn from 0..BLUR px (0: off).")] = 0.0,
+    init: Annotated[Path | None, typer.Option(help="Start from this model file's weights (fine-tuning); its architecture is used.")] = None,
     unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels.")] = 64,
 ) -> None:
     """Train GRUU-Net (or the U-Net baseline) on a CTC sequence, as in the paper's Section 2.3."""
@@ -121,15 +123,17 @@ def train(
     aug = AugmentConfig(
         flip=flip, rotate90=rotate90, rotate=rotate, zoom=zoom_range if zoom else (1.0, 1.0),
         brightness=0.1 if intensity else 0.0, contrast=(0.8, 1.25) if intensity else (1.0, 1.0),
-        elastic_sigma=4.0 if elastic else 0.0,
+        elastic_sigma=4.0 if elastic else 0.0, blur=blur,
     )
     model_cfg = tr.default_model(model, dims)
     if model == Arch.unet:
         model_cfg = dataclasses.replace(model_cfg, unet_base=unet_base)
+    if init is not None:
+        model_cfg = tr.init_model_config(init, model, dims)
     cfg = tr.TrainConfig(
-        model=model_cfg, loss=loss, crop=crop, batch=batch, lr=lr, iterations=iterations, val_interval=val_interval,
+        model=model_cfg, loss=loss, crop=crop, batch=batch, lr=lr or tr.default_lr(init is not None), iterations=iterations, val_interval=val_interval,
         patience=patience, clean_fraction=clean_fraction, workers=workers, seed=seed, device=device, amp=amp,
-        checkpoint_interval=checkpoint_interval, augment=aug,
+        checkpoint_interval=checkpoint_interval, augment=aug, init=None if init is None else str(init),
     )
     src = tr.TrainData(images, gt, st, *(val or (None, None)))
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
@@ -146,16 +150,16 @@ def train(
         raise typer.Exit(130)
 
 
-def parse_diameter(text: str | None) -> float | str | None:
-    """``--diameter``: None, "auto" or a positive number of pixels."""
-    if text is None or text == "auto":
-        return text
+def parse_diameter(text: str) -> float | str | None:
+    """``--diameter``: "auto", "off" (None) or a positive number of pixels."""
+    if text in ("auto", "off"):
+        return None if text == "off" else text
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
     if not value > 0:
-        raise UserError(f"--diameter must be 'auto' or a positive number of pixels, not {text!r}")
+        raise UserError(f"--diameter must be 'auto', 'off' or a positive number of pixels, not {text!r}")
     return value
 
 
@@ -178,7 +182,7 @@ def segment(
     grow: Annotated[int | None, typer.Option(help="Pixels to grow labels back over the separating ring (default: model file's).")] = None,
     split: Annotated[bool | None, typer.Option("--split/--no-split", help="Cut joined cells apart at distance-map necks (default: model file's).")] = None,
     split_h: Annotated[float | None, typer.Option(min=0.0, help="Pixels each distance peak must rise above the neck to be cut (default: model file's).")] = None,
-    diameter: Annotated[str | None, typer.Option(help="Typical cell diameter in pixels, or 'auto': resize images so cells have the training size.")] = None,
+    diameter: Annotated[str, typer.Option(help="Cell diameter in pixels, 'auto' (estimated) or 'off': resize images so cells have the training size.")] = "auto",
     iterations: Annotated[Path | None, typer.Option(help="Write the 9 per-iteration GRU maps (paper Fig. 7) of the first frame here.")] = None,
     overlay: Annotated[Path | None, typer.Option(help="Write PNG overlays of mask contours on the image here.")] = None,
 ) -> None:
@@ -207,7 +211,7 @@ def demo(
     sample: Annotated[Path | None, typer.Option(help="A CTC dataset folder with 02/ and 02_GT/ (default: the bundled sample).")] = None,
     weights: Annotated[Path | None, typer.Option(help="Model file (default: the bundled GRUU-Net).")] = None,
     device: Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")] = "auto",
-    diameter: Annotated[str | None, typer.Option(help="As for segment: cell diameter in pixels, or 'auto'.")] = None,
+    diameter: Annotated[str, typer.Option(help="As for segment: cell diameter in pixels, 'auto' or 'off'.")] = "auto",
 ) -> None:
     """Segment the bundled sample's unseen image with the bundled weights and score it."""
     import tempfile
@@ -350,6 +354,32 @@ def bench_train(
         table.add_row(str(r["workers"]), f"{r['produced_crops_per_s']:.1f}", f"{r['consumed_crops_per_s']:.1f}",
                       f"{r['loop_crops_per_s']:.1f}", f"{r['data_wait_fraction']:.1%}")
     Console().print(table)
+
+
+@bench_app.command("denormals")
+@user_errors
+def bench_denormals(
+    weights: Annotated[Path | None, typer.Option(help="Model file (default: the bundled GRUU-Net).")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repetitions; the best counts.")] = 3,
+    flush: Annotated[bool, typer.Option("--flush/--no-flush", help="With --inline: the case to measure.")] = True,
+    inline: Annotated[bool, typer.Option("--inline", help="Measure one case in this process.")] = False,
+) -> None:
+    """CPU seconds of a trained model with denormal floats kept vs flushed to zero (gruunet flushes)."""
+    import json
+
+    from . import bench
+    from .demo import WEIGHTS
+
+    weights = weights or WEIGHTS
+    if inline:
+        typer.echo(json.dumps(bench.bench_denormals_one(weights, flush, repeats)))
+        return
+    runs = {case: _inline_run(["denormals", case, "--weights", str(weights), "--repeats", str(repeats)])
+            for case in ("--no-flush", "--flush")}
+    kept, flushed = runs["--no-flush"], runs["--flush"]
+    for key, name in (("forward_s", "forward"), ("train_step_s", "training step")):
+        typer.echo(f"{name}: {kept[key]:.3f} s with denormals, {flushed[key]:.3f} s flushed, "
+                   f"{kept[key] / flushed[key]:.2f}x ({flushed['threads']} threads, two 96x96 crops)")
 
 
 def _inline_run(args: list[str]) -> dict:

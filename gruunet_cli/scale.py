@@ -15,6 +15,9 @@ from skimage.transform import resize
 # With --diameter auto, factors this close to 1 are left alone: the training zoom already
 # covers them, and resampling costs a second pass and a little boundary precision.
 TOLERANCE = 1.25
+# With --diameter auto, factors are kept within this (and its inverse): a first pass that finds
+# only specks must not blow an image up tenfold.
+MAX_AUTO = 4.0
 
 
 def object_diameter(label_images: list[np.ndarray]) -> float | None:
@@ -45,7 +48,7 @@ def factor(model_diameter: float | None, diameter: float | None, auto: bool) -> 
     f = model_diameter / diameter
     if auto and 1 / TOLERANCE <= f <= TOLERANCE:
         return None
-    return f
+    return float(np.clip(f, 1 / MAX_AUTO, MAX_AUTO)) if auto else f
 
 
 def resize_plane(image: np.ndarray, f: float) -> np.ndarray:

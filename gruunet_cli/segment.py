@@ -37,7 +37,7 @@ class SegmentOptions:
     post: PostConfig | None = None
     # Cell diameter in px of the images to segment, or "auto" (estimated by a first pass); the
     # image is resized so its cells have the training size (`scale.py`). None: as is.
-    diameter: float | Literal["auto"] | None = None
+    diameter: float | Literal["auto"] | None = "auto"
 
 
 class Predictor:
@@ -49,8 +49,8 @@ class Predictor:
         self.model, self.meta = modelfile.load(weights, self.device)
         self.opts = opts
         self.post = opts.post or self.meta.post
-        if opts.diameter is not None and not self.meta.object_diameter:
-            raise UserError("this model file records no training cell size; segment without --diameter", weights)
+        if opts.diameter not in (None, "auto") and not self.meta.object_diameter:
+            raise UserError("this model file records no training cell size; segment with --diameter auto or off", weights)
 
     @property
     def batch(self) -> int:
@@ -91,7 +91,7 @@ class Predictor:
         def as_is() -> np.ndarray:
             return self.labels_from(self.probabilities(image)[0] if p_fg is None else p_fg, image)
 
-        if self.opts.diameter is None:
+        if self.opts.diameter is None or not self.meta.object_diameter:  # auto needs the training size
             return as_is()
         auto = self.opts.diameter == "auto"
         first = as_is() if auto else None  # the first pass measures the cells

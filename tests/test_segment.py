@@ -151,8 +151,8 @@ def test_cli_errors(tmp_path: Path) -> None:
     r = runner.invoke(app, ["segment", str(src), str(tmp_path / "res"), "--weights", str(tmp_path / "missing")])
     assert r.exit_code == 2 and "missing.safetensors: model file does not exist" in r.output
     r = runner.invoke(app, ["segment", str(src), str(tmp_path / "res"), "--weights", str(weights), "--diameter", "big"])
-    assert r.exit_code == 2 and r.output.strip() == "error: --diameter must be 'auto' or a positive number of pixels, not 'big'"
-    r = runner.invoke(app, ["segment", str(src), str(tmp_path / "res"), "--weights", str(weights), "--diameter", "auto"])
+    assert r.exit_code == 2 and r.output.strip() == "error: --diameter must be 'auto', 'off' or a positive number of pixels, not 'big'"
+    r = runner.invoke(app, ["segment", str(src), str(tmp_path / "res"), "--weights", str(weights), "--diameter", "12"])
     assert r.exit_code == 2 and "records no training cell size" in r.output
 
 
@@ -191,9 +191,25 @@ def test_diameter_brings_small_cells_to_the_training_size() -> None:
 @pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
 def test_auto_diameter_leaves_training_sized_cells_alone() -> None:
     image, _ = shrunk_validation_rows(1.0)
-    plain = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu")).labels(image)
-    auto = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu", diameter="auto")).labels(image)
+    plain = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu", diameter=None)).labels(image)
+    auto = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu")).labels(image)  # the default
     assert np.array_equal(plain, auto)
+
+
+def test_auto_diameter_factor_is_bounded() -> None:
+    assert scale.factor(23.6, 2.0, auto=False) == pytest.approx(11.8)  # a diameter the user gave counts as is
+    assert scale.factor(23.6, 2.0, auto=True) == scale.MAX_AUTO  # an estimate from specks does not
+    assert scale.factor(23.6, 200.0, auto=True) == 1 / scale.MAX_AUTO
+    assert scale.factor(23.6, 9.0, auto=True) == pytest.approx(23.6 / 9.0)
+    assert scale.factor(23.6, 20.0, auto=True) is None and scale.factor(None, 9.0, auto=True) is None
+
+
+def test_auto_diameter_takes_a_model_without_a_training_size_as_is(tmp_path: Path) -> None:
+    weights = random_model_file(tmp_path)
+    image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    auto = segment.Predictor(weights, segment.SegmentOptions(device="cpu")).labels(image)
+    off = segment.Predictor(weights, segment.SegmentOptions(device="cpu", diameter=None)).labels(image)
+    assert np.array_equal(auto, off)
 
 
 @pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
