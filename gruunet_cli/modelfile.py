@@ -68,13 +68,18 @@ def read_meta(path: Path | str) -> ModelMeta:
 
 def load(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
     """Rebuild the network from the file's metadata and load its weights (in eval mode)."""
-    from safetensors.torch import load_file
-
     meta = read_meta(path)
     model = build_model(meta.model)
+    load_weights_into(path, model, device)
+    return model.to(device).eval(), meta
+
+
+def load_weights_into(path: Path | str, model: nn.Module, device: str | torch.device = "cpu") -> None:
+    """Copy a model file's tensors into ``model``, which must have the file's architecture."""
+    from safetensors.torch import load_file
+
     state = load_file(str(weights_path(path)), device=str(device))
     try:
-        model.load_state_dict(state)
+        plain_module(model).load_state_dict(state)
     except RuntimeError as exc:
         raise UserError(f"weights do not fit the stored architecture ({str(exc).splitlines()[0]})", weights_path(path)) from None
-    return model.to(device).eval(), meta

@@ -153,10 +153,9 @@ def init_model_config(path: Path, arch: Arch, dims: int) -> ModelConfig:
 
 def _load_init(path: Path, model: nn.Module, model_cfg: ModelConfig) -> None:
     """Copy a model file's weights into ``model`` (same architecture; safetensors, no code runs)."""
-    init, meta = modelfile.load(path, "cpu")
-    if meta.model != model_cfg:
+    if modelfile.read_meta(path).model != model_cfg:
         raise UserError("its architecture differs from the one being trained", path)
-    modelfile.plain_module(model).load_state_dict(init.state_dict())
+    modelfile.load_weights_into(path, model)
 
 
 def _meta(cfg: TrainConfig, data_src: TrainData, state: TrainState, crop: int, extra: dict[str, Any]) -> ModelMeta:
