@@ -79,6 +79,24 @@ def bench_evaluate(workdir: Path, frames: int = 92, size: int = 1024, objects: i
     return out
 
 
+def _forward(model, x) -> None:
+    """One timed forward: eval mode, no gradients."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        model(x)
+
+
+def _train_step(model, x, y) -> None:
+    """One timed forward+backward: train mode, normalized focal loss (no optimiser step)."""
+    from .loss import normalized_focal_loss
+
+    model.train()
+    model.zero_grad(set_to_none=True)
+    normalized_focal_loss(model(x), y).backward()
+
+
 def bench_model(size: int = 256, batch: int = 1, repeats: int = 3, device: str = "cpu", unet_base: int = 64) -> list[dict]:
     """Parameters and seconds per crop for GRUU-Net and the U-Net baseline, interleaved in one run.
 
@@ -88,7 +106,6 @@ def bench_model(size: int = 256, batch: int = 1, repeats: int = 3, device: str =
     import torch
 
     from .config import Arch, ModelConfig
-    from .loss import normalized_focal_loss
     from .model import build_model, count_parameters
 
     torch.manual_seed(0)
@@ -103,23 +120,13 @@ def bench_model(size: int = 256, batch: int = 1, repeats: int = 3, device: str =
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    def forward(m) -> None:
-        m.eval()
-        with torch.no_grad():
-            m(x)
-
-    def train_step(m) -> None:
-        m.train()
-        m.zero_grad(set_to_none=True)
-        normalized_focal_loss(m(x), y).backward()
-
     times: dict[str, dict[str, list[float]]] = {k: {"fwd": [], "fwd_bwd": []} for k in models}
     for rep in range(repeats + 1):  # round 0 is the warm-up
         for name, m in models.items():
-            for kind, fn in (("fwd", forward), ("fwd_bwd", train_step)):
+            for kind, fn in (("fwd", lambda: _forward(m, x)), ("fwd_bwd", lambda: _train_step(m, x, y))):
                 sync()
                 t0 = time.perf_counter()
-                fn(m)
+                fn()
                 sync()
                 if rep:
                     times[name][kind].append((time.perf_counter() - t0) / batch)
@@ -142,7 +149,6 @@ def bench_denormals_one(weights: Path, flush: bool, repeats: int = 3) -> dict:
     from . import modelfile, normalize
     from .demo import SAMPLE
     from .instances import separated_foreground
-    from .loss import normalized_focal_loss
 
     model, meta = modelfile.load(weights, "cpu")
     image = normalize.normalize(tifffile.imread(SAMPLE / "01" / "t000.tif"), meta.norm)
@@ -151,19 +157,9 @@ def bench_denormals_one(weights: Path, flush: bool, repeats: int = 3) -> dict:
     x = torch.from_numpy(np.stack([image[w] for w in windows])[:, None].astype(np.float32))  # (2, 1, 96, 96)
     y = torch.from_numpy(np.stack([separated_foreground(labels[w]) for w in windows]).astype(np.int64))
 
-    def forward() -> None:
-        model.eval()
-        with torch.no_grad():
-            model(x)
-
-    def train_step() -> None:
-        model.train()
-        model.zero_grad(set_to_none=True)
-        normalized_focal_loss(model(x), y).backward()
-
     times: dict[str, list[float]] = {"forward_s": [], "train_step_s": []}
     for rep in range(repeats + 1):  # round 0 is the warm-up
-        for key, fn in (("forward_s", forward), ("train_step_s", train_step)):
+        for key, fn in (("forward_s", lambda: _forward(model, x)), ("train_step_s", lambda: _train_step(model, x, y))):
             t0 = time.perf_counter()
             fn()
             if rep:
