@@ -45,11 +45,13 @@ NO_AUGMENTATION = AugmentConfig(flip=False, rotate90=False, rotate=False, zoom=(
 
 @dataclass(frozen=True)
 class Crop:
-    """One training sample: image (1, *c) float32, target (*c) int64 in {0, 1}, labels (*c) int32."""
+    """One training sample: image (1, *c) float32, target (*c) int64 in {0, 1}, labels (*c) int32,
+    valid (*c) float32: 1 where the loss looks, 0 on unknown (unannotated) pixels."""
 
     image: np.ndarray
     target: np.ndarray
     labels: np.ndarray
+    valid: np.ndarray
 
 
 def choose_centre(rng: np.random.Generator, labels: np.ndarray, boxes: list[tuple[slice, ...]] | None = None) -> np.ndarray:
@@ -108,6 +110,7 @@ def augmented_crop(
     cfg: AugmentConfig,
     boxes: list[tuple[slice, ...]] | None = None,
     in_plane: bool = False,
+    ignore: np.ndarray | None = None,
 ) -> Crop:
     """Draw one (augmented) crop of side ``crop`` (3D: full depth) centred on a random object.
 
@@ -115,17 +118,17 @@ def augmented_crop(
         image: (*S) float32 normalised frame; labels: (*S) instance labels.
         boxes: precomputed ``ndi.find_objects`` of ``labels`` (speed).
         in_plane: separate touching objects within slices only (anisotropic 3D).
+        ignore: (*S) bool, pixels the loss must not see (warped like the labels).
     """
     centre = choose_centre(rng, labels, boxes)
     # Snap to the pixel grid, so that an un-augmented crop copies pixels without interpolation.
     centre = np.floor(centre) + ((crop - 1) / 2) % 1
     coords = source_coordinates(rng, centre, (crop, crop), cfg)
-    if image.ndim == 2:
-        img = _warp(image.astype(np.float32, copy=False), coords, 3)
-        lab = _warp(labels.astype(np.int32, copy=False), coords, 0)
-    else:
-        img = np.stack([_warp(s.astype(np.float32, copy=False), coords, 3) for s in image])
-        lab = np.stack([_warp(s.astype(np.int32, copy=False), coords, 0) for s in labels])
+    warp = lambda a, dtype, order: (_warp(a.astype(dtype, copy=False), coords, order) if a.ndim == 2  # noqa: E731
+                                    else np.stack([_warp(s.astype(dtype, copy=False), coords, order) for s in a]))
+    img = warp(image, np.float32, 3)
+    lab = warp(labels, np.int32, 0)
+    valid = np.ones(lab.shape, np.float32) if ignore is None else 1.0 - warp(ignore, np.float32, 0)
     if cfg.blur > 0:
         sigma = rng.uniform(0.0, cfg.blur)
         img = ndi.gaussian_filter(img, (0.0, sigma, sigma) if img.ndim == 3 else sigma, mode="mirror")
@@ -135,4 +138,5 @@ def augmented_crop(
     if cfg.brightness > 0:
         img = img + np.float32(rng.uniform(-cfg.brightness, cfg.brightness))
     target = separated_foreground(lab, in_plane).astype(np.int64)
-    return Crop(image=img[None].astype(np.float32), target=target, labels=lab.astype(np.int32))
+    return Crop(image=img[None].astype(np.float32), target=target, labels=lab.astype(np.int32),
+                valid=valid.astype(np.float32, copy=False))

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Callable, TypeVar
 
 import typer
-from rich.progress import TextColumn
 
 from .config import Arch, LossName
 from .errors import UserError
@@ -55,12 +54,11 @@ def evaluate(
     from rich.console import Console
 
     from . import evaluate as ev
-    from .progress import progress_bar
+    from .progress import Progress
 
     total = ev.count_frames(gt_dir)
-    with progress_bar(transient=True) as bar:
-        task = bar.add_task("evaluating", total=total)
-        report = ev.evaluate(res_dir, gt_dir, workers=workers, progress=lambda: bar.advance(task))
+    with Progress("evaluating", total, transient=True) as bar:
+        report = ev.evaluate(res_dir, gt_dir, workers=workers, progress=lambda: bar.update(advance=1))
     console = Console()
     ev.print_report(report, console, per_frame=frames)
     if report.missing_frames:
@@ -77,11 +75,13 @@ def evaluate(
 @app.command()
 @user_errors
 def train(
-    images: Annotated[Path, typer.Argument(help="Training sequence folder with tNNN.tif (e.g. 01/).")],
-    gt: Annotated[Path, typer.Argument(help="Its reference folder (01_GT/ or 01_GT/SEG).")],
+    sources: Annotated[list[Path], typer.Argument(help="Training sources, any number: a CTC sequence followed by its GT (01/ 01_GT/; 01_GT beside 01/ is found), a StarDist folder (images/ + masks/) or a Cellpose folder (NAME.tif + NAME_masks.tif).", show_default=False)],
     out: Annotated[Path, typer.Option(help="Model file to write (weights/NAME → NAME.safetensors, .json, logs).")],
-    st: Annotated[Path | None, typer.Option(help="Silver truth (01_ST/) adding frames the GT lacks.")] = None,
-    val: Annotated[tuple[Path, Path] | None, typer.Option(help="Validation sequence and its GT (02/ 02_GT/); default: hold out 25% of the frames.")] = None,
+    st: Annotated[Path | None, typer.Option(help="Silver truth (01_ST/) adding frames the GT lacks (one CTC source only).")] = None,
+    val: Annotated[tuple[Path, Path] | None, typer.Option(help="Validation sequence and its GT (02/ 02_GT/); default: hold out --val-fraction of each source.")] = None,
+    val_fraction: Annotated[float, typer.Option(min=0.01, max=0.5, help="Share of each source's frames held out for validation (every 1/F-th; one frame: its last rows).")] = 0.25,
+    scale_to: Annotated[float | None, typer.Option(min=1.0, help="Resize each training image so its median cell diameter is this many px (generalist models; default: as is).")] = None,
+    ignore_unannotated: Annotated[bool, typer.Option("--ignore-unannotated/--no-ignore-unannotated", help="Partial CTC GT: leave cells with a TRA marker but no SEG label out of the loss (off: they count as background).")] = True,
     model: Annotated[Arch, typer.Option(help="Network.")] = Arch.gruunet,
     loss: Annotated[LossName, typer.Option(help="nfl: normalized focal (eq. 14), fl: focal (eq. 9), wce: U-Net weighted CE.")] = LossName.nfl,
     dims: Annotated[int | None, typer.Option(min=2, max=3, help="2D or 3D network (default: that of the images; 2 for slice GT).")] = None,
@@ -110,16 +110,17 @@ def train(
     unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels.")] = 64,
 ) -> None:
     """Train GRUU-Net (or the U-Net baseline) on a CTC sequence, as in the paper's Section 2.3."""
-    from rich.progress import TextColumn as Col
-
     from . import train as tr
     from .augment import AugmentConfig
-    from .progress import progress_bar
+    from .progress import Progress
 
-    for path in (images, gt, st, *(val or ())):
+    from .sources import parse
+
+    for path in (*sources, st, *(val or ())):
         if path is not None and not path.exists():
             raise UserError("does not exist", path)
-    dims = dims or tr.guess_dims(images, gt)
+    src = tr.TrainData(tuple(parse(sources, st)), tr.TrainData.ctc(*val).sources if val else ())
+    dims = dims or tr.guess_dims(list(src.sources))
     aug = AugmentConfig(
         flip=flip, rotate90=rotate90, rotate=rotate, zoom=zoom_range if zoom else (1.0, 1.0),
         brightness=0.1 if intensity else 0.0, contrast=(0.8, 1.25) if intensity else (1.0, 1.0),
@@ -134,14 +135,12 @@ def train(
         model=model_cfg, loss=loss, crop=crop, batch=batch, lr=lr or tr.default_lr(init is not None), iterations=iterations, val_interval=val_interval,
         patience=patience, clean_fraction=clean_fraction, workers=workers, seed=seed, device=device, amp=amp,
         checkpoint_interval=checkpoint_interval, augment=aug, init=None if init is None else str(init),
+        val_fraction=val_fraction, scale_to=scale_to, ignore_unannotated=ignore_unannotated,
     )
-    src = tr.TrainData(images, gt, st, *(val or (None, None)))
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
-    with progress_bar(Col("loss {task.fields[loss]:.4f}"), Col("data wait {task.fields[wait]:.1%}"),
-                      disable=not main_rank) as bar:
-        task = bar.add_task("training", total=iterations, loss=float("nan"), wait=0.0)
+    with Progress("training", iterations, disable=not main_rank, loss="loss {:.4f}", wait="data wait {:.1%}") as bar:
         result = tr.run(cfg, src, out, resume=resume,
-                        progress=lambda i, st_: bar.update(task, completed=i, loss=st_["loss"], wait=st_["wait"]))
+                        progress=lambda i, st_: bar.update(completed=i, loss=st_["loss"], wait=st_["wait"]))
     how = "interrupted, checkpoint saved" if result.interrupted else "stopped early" if result.stopped_early else "done"
     if main_rank:
         typer.echo(f"{how} after {result.iterations} iterations; best validation SEG {result.best_seg:.4f} "
@@ -188,7 +187,7 @@ def segment(
 ) -> None:
     """Segment every tNNN.tif into a CTC mask (uint16, 0 = background, one label per cell)."""
     from . import segment as seg
-    from .progress import progress_bar
+    from .progress import Progress
 
     if not source.exists():
         raise UserError("does not exist", source)
@@ -197,10 +196,9 @@ def segment(
     opts = seg.SegmentOptions(tile=tile, tile_z=tile_z, overlap=overlap, batch=batch, device=device, amp=amp,
                               threads=threads, overwrite=overwrite, post=post, diameter=parse_diameter(diameter))
     total = len(seg.input_frames(source))
-    with progress_bar(TextColumn("{task.fields[frame]}")) as bar:
-        task = bar.add_task("segmenting", total=total, frame="")
+    with Progress("segmenting", total, frame="{}") as bar:
         written = seg.run(source, out_dir, weights, opts, iterations, overlay,
-                          progress=lambda name: bar.update(task, advance=1, frame=name))
+                          progress=lambda name: bar.update(advance=1, frame=name))
     typer.echo(f"wrote {len(written)} mask(s) to {out_dir}")
 
 
@@ -253,7 +251,8 @@ def reproduce(
 
     if not dataset.is_dir():
         raise UserError("folder does not exist", dataset)
-    dims = tr.guess_dims(dataset / rp.sequences(dataset)[0], dataset / f"{rp.sequences(dataset)[0]}_GT")
+    first = rp.sequences(dataset)[0]
+    dims = tr.guess_dims(list(tr.TrainData.ctc(dataset / first, dataset / f"{first}_GT").sources))
     base = tr.TrainConfig(model=ModelConfig(dims=dims, unet_base=unet_base), iterations=iterations, crop=crop,
                           val_interval=val_interval, workers=workers, device=device)
     rp.run(dataset, out, base, ablation, SegmentOptions(device=device), log=typer.echo)

@@ -22,6 +22,7 @@ import tifffile
 
 from .atomic import atomic_path
 from .errors import UserError
+from .images import read_labels  # noqa: F401  (label images of sequences are read like any other)
 
 IMAGE_RE = re.compile(r"^t(\d{3,4})\.tiff?$")
 SEG_RE = re.compile(r"^man_seg(\d{3,4})\.tiff?$")
@@ -123,16 +124,6 @@ def read_tiff(path: Path) -> np.ndarray:
         raise UserError("file does not exist", path) from None
     except Exception as exc:  # tifffile raises many kinds for broken files
         raise UserError(f"cannot read TIFF ({type(exc).__name__}: {exc})".splitlines()[0], path) from None
-
-
-def read_labels(path: Path) -> np.ndarray:
-    """A label image (``(H, W)`` or ``(Z, H, W)``, non-negative integers, 0 = background)."""
-    labels = read_tiff(path)
-    if labels.dtype.kind not in "uib":
-        raise UserError(f"not a label image: pixel type {labels.dtype} is not integer", path)
-    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
-        raise UserError("not a label image: negative labels", path)
-    return labels
 
 
 def mask_path(res_dir: Path, frame: int, digits: int) -> Path:

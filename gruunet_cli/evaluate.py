@@ -36,6 +36,8 @@ class FrameRow:
     dice: float
     hausdorff: float
     missing_result: bool
+    # every cell annotated: no TRA marker of the frame lacks a reference label (None: no TRA to tell)
+    complete: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,12 @@ class Report:
     seg: float
     det: float | None
     op_csb: float | None
-    dice: float
-    hausdorff: float
+    dice: float  # mean over fully annotated reference files only (see FrameRow.complete)
+    hausdorff: float  # likewise
     objects: int
     det_errors: metrics.DetErrors | None
     missing_frames: list[int] = field(default_factory=list)
+    dice_files: list[str] = field(default_factory=list)  # the reference files Dice and Hausdorff are over
     rows: list[FrameRow] = field(default_factory=list)
 
 
@@ -81,10 +84,15 @@ def _score_frame(
 ) -> tuple[list[FrameRow], metrics.DetErrors | None]:
     res = _result_for(frame, masks)
     res_path = masks[frame].path if frame in masks else None
+    markers = None if marker is None else ctc.read_labels(marker.path)
     rows = []
     for gt in gt_files:
         ref = ctc.read_labels(gt.path)
         view = _result_view(res, ref, gt, res_path)
+        complete = None
+        if markers is not None:
+            mk = markers[gt.slice] if gt.slice is not None and markers.ndim == ref.ndim + 1 else markers
+            complete = mk.shape == ref.shape and metrics.unannotated_markers(ref, mk).size == 0
         m = metrics.match_objects(ref, view)
         ref_fg, res_fg = ref != 0, view != 0
         rows.append(
@@ -99,11 +107,11 @@ def _score_frame(
                 dice=metrics.dice(ref_fg, res_fg),
                 hausdorff=metrics.hausdorff(ref_fg, res_fg),
                 missing_result=res is None,
+                complete=complete,
             )
         )
     det = None
     if marker is not None:
-        markers = ctc.read_labels(marker.path)
         view = _result_view(res, markers, ctc.GTFile(marker.path, frame), res_path)
         det = metrics.detection_errors(markers, view)
     return rows, det
@@ -143,6 +151,7 @@ def evaluate(res_dir: Path, gt_dir: Path, workers: int | None = None, progress=N
 
     objects = sum(r.objects for r in rows)
     seg = sum(r.jaccard_sum for r in rows) / objects if objects else float("nan")
+    full = [r for r in rows if r.complete is not False]  # Dice/Hausdorff only where every cell is annotated
     det = metrics.det_score(det_total) if markers else None
     return Report(
         res_dir=str(res_dir),
@@ -150,11 +159,12 @@ def evaluate(res_dir: Path, gt_dir: Path, workers: int | None = None, progress=N
         seg=seg,
         det=det,
         op_csb=None if det is None else (seg + det) / 2,
-        dice=float(np.mean([r.dice for r in rows])),
-        hausdorff=float(np.mean([r.hausdorff for r in rows])),
+        dice=float(np.mean([r.dice for r in full])) if full else float("nan"),
+        hausdorff=float(np.mean([r.hausdorff for r in full])) if full else float("nan"),
         objects=objects,
         det_errors=det_total if markers else None,
         missing_frames=sorted({r.frame for r in rows if r.missing_result}),
+        dice_files=[r.gt_file for r in full],
         rows=rows,
     )
 
@@ -204,9 +214,10 @@ def print_report(report: Report, console, per_frame: bool = True) -> None:
             table.add_column(col, justify="right")
         for r in report.rows:
             name = r.gt_file + (" [yellow](no result)[/]" if r.missing_result else "")
+            partial = r.complete is False  # its Dice/Hausdorff count unannotated cells as errors: shown dim
             table.add_row(
                 name, str(r.frame), "" if r.slice is None else str(r.slice), str(r.objects), str(r.matched),
-                _fmt(r.seg), _fmt(r.dice, 4), _fmt(r.hausdorff, 2),
+                _fmt(r.seg), ("[dim]" if partial else "") + _fmt(r.dice, 4), ("[dim]" if partial else "") + _fmt(r.hausdorff, 2),
             )
         console.print(table)
     summary = Table(title="overall", show_header=True)
@@ -217,6 +228,10 @@ def print_report(report: Report, console, per_frame: bool = True) -> None:
         str(report.objects), str(len({r.frame for r in report.rows})),
     )
     console.print(summary)
+    if len(report.dice_files) < len(report.rows):
+        console.print(f"Dice and Hausdorff over the {len(report.dice_files)} fully annotated reference file(s) of "
+                      f"{len(report.rows)} (the others leave cells with a TRA marker unannotated): "
+                      + (", ".join(report.dice_files) or "none"))
     if report.det_errors is not None:
         e = report.det_errors
         console.print(f"DET errors: {e.fn} false negatives, {e.fp} false positives, {e.ns} splits, {e.markers} markers")

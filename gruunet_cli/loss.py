@@ -1,7 +1,8 @@
 """Losses of the paper (Section 2.2) as plain functions of logits, chosen by name.
 
 ``logits``: (B, C, *S) float; ``target``: (B, *S) int64 class indices (0 = background,
-1 = foreground); ``weight``: (B, *S) float pixel weights (weighted CE only). Probabilities
+1 = foreground); ``weight``: (B, *S) float pixel weights (weighted CE only); ``valid``: (B, *S)
+float, 1 where the truth is known and 0 on unknown pixels (unannotated cells), which no loss sees. Probabilities
 come from a log-softmax, so no log of a rounded-to-zero probability is ever taken.
 """
 
@@ -28,34 +29,44 @@ def focal_terms(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) 
     return w, -log_p
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
-    """Original focal loss (paper eq. 9-10): Σ −(1−x)^γ · log x over all pixels of the batch."""
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
+               valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Original focal loss (paper eq. 9-10): Σ −(1−x)^γ · log x over all (valid) pixels of the batch."""
     w, nll = focal_terms(logits, target, gamma)
+    if valid is not None:
+        w = w * valid
     return (w * nll).sum()
 
 
-def normalized_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+def normalized_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
+                          valid: torch.Tensor | None = None) -> torch.Tensor:
     """Normalized focal loss (paper eq. 14): Σ −w∘y∘log x / Σ w with w = y∘(1−x)^γ,
-    the weights normalised over the whole batch. γ = 0 gives the mean cross-entropy."""
+    the weights normalised over the whole batch (its valid pixels). γ = 0 gives the mean cross-entropy."""
     w, nll = focal_terms(logits, target, gamma)
+    if valid is not None:
+        w = w * valid
     return (w * nll).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
 
 
-def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """U-Net pixel-weighted cross-entropy: mean over pixels of weight · (−log x_true)."""
-    return (weight * -_log_p_true(logits, target)).mean()
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                           valid: torch.Tensor | None = None) -> torch.Tensor:
+    """U-Net pixel-weighted cross-entropy: mean over (valid) pixels of weight · (−log x_true)."""
+    nll = -_log_p_true(logits, target)
+    if valid is None:
+        return (weight * nll).mean()
+    return (valid * weight * nll).sum() / valid.sum().clamp_min(1.0)
 
 
 def compute_loss(name: LossName, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
-                 gamma: float = 2.0) -> torch.Tensor:
-    """The loss called ``name`` (nfl | fl | wce)."""
+                 gamma: float = 2.0, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss called ``name`` (nfl | fl | wce), over the pixels where ``valid`` is 1 (all when None)."""
     if name == LossName.nfl:
-        return normalized_focal_loss(logits, target, gamma)
+        return normalized_focal_loss(logits, target, gamma, valid)
     if name == LossName.fl:
-        return focal_loss(logits, target, gamma)
+        return focal_loss(logits, target, gamma, valid)
     if weight is None:
         raise ValueError("weighted cross-entropy needs a weight map")
-    return weighted_cross_entropy(logits, target, weight)
+    return weighted_cross_entropy(logits, target, weight, valid)
 
 
 def unet_weight_map(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0) -> np.ndarray:

@@ -167,6 +167,23 @@ def det_score(errors: DetErrors) -> float:
     return 1.0 - min(aogm, aogm0) / aogm0
 
 
+def unannotated_markers(labels: np.ndarray, markers: np.ndarray) -> np.ndarray:
+    """Ids of the tracking markers less than half of which lie on reference labels: cells the
+    reference does not annotate (partial CTC gold truth). Empty when the reference is complete.
+
+    >>> lab = np.array([[1, 1, 0, 0]]); mk = np.array([[3, 0, 0, 4]])
+    >>> unannotated_markers(lab, mk).tolist()
+    [4]
+    """
+    from scipy import ndimage as ndi
+
+    ids = np.unique(markers[markers > 0])
+    if ids.size == 0:
+        return ids
+    on_labels = np.asarray(ndi.mean(labels > 0, markers, ids))
+    return ids[on_labels < 0.5]
+
+
 def dice(ref_fg: np.ndarray, res_fg: np.ndarray) -> float:
     """Dice of two foreground masks (paper eq. 15): 2|A∩B| / (|A| + |B|); 1 when both are empty.
 

@@ -1,6 +1,11 @@
 """The augmentation prefetcher: torch DataLoader worker processes produce augmented batches
 several steps ahead, into pinned memory, so the training step does not wait for data.
 
+Sampling is balanced: each sample picks a source with equal probability, then a frame of that
+source uniformly, then a ground-truth object of that frame (`augment.choose_centre`). Frames are
+`FrameRef`s loaded by each worker through its own `FrameCache`, so the training set does not have
+to fit in memory (already loaded `Frame`s are accepted too).
+
 Sample ``i`` is drawn with its own generator ``np.random.default_rng([seed, i])``, so a batch
 is the same whatever the number of workers (0 = inline, for debugging) and a resumed run
 continues with exactly the batches it would have seen. A worker's exception reaches the
@@ -18,7 +23,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .augment import NO_AUGMENTATION, AugmentConfig, augmented_crop
-from .data import Frame
+from .config import NormConfig
+from .data import Frame, FrameCache, FrameRef
 from .loss import unet_weight_map
 
 
@@ -30,21 +36,23 @@ class SamplingConfig:
     augment: AugmentConfig
     clean_from_batch: int  # batches from this index on are not augmented (the paper's last epoch)
     weight_maps: bool = False  # U-Net weighted CE needs them
-    in_plane: bool = False  # anisotropic 3D: separate touching objects within slices only
     world: int = 1  # ranks drawing from the one sample stream (see BatchIndices)
 
 
 class CropDataset(Dataset):
     """Map-style dataset over an unbounded index: item ``i`` is sample ``i`` of the run.
 
-    Returns dict(image (1, *c) float32, target (*c) int64, weight (*c) float32 when asked).
+    Returns dict(image (1, *c) float32, target (*c) int64, valid (*c) float32,
+    weight (*c) float32 when asked).
     """
 
-    def __init__(self, frames: list[Frame], cfg: SamplingConfig) -> None:
-        if not frames:
+    def __init__(self, sources: list[list[Frame | FrameRef]], cfg: SamplingConfig, norm: NormConfig = NormConfig(),
+                 cache_bytes: int = 512 << 20) -> None:
+        if not sources or not all(sources):
             raise ValueError("no training frames")
-        self.frames = frames
+        self.sources = sources
         self.cfg = cfg
+        self.cache = FrameCache(norm, cache_bytes)  # each worker process fills its own copy
 
     def __len__(self) -> int:  # nominal; the batch sampler decides which indices are drawn
         return 1 << 62
@@ -52,11 +60,13 @@ class CropDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, index])
-        frame = self.frames[int(rng.integers(len(self.frames)))]
+        source = self.sources[int(rng.integers(len(self.sources)))] if len(self.sources) > 1 else self.sources[0]
+        frame = self.cache.get(source[int(rng.integers(len(source)))])
         iteration = index // cfg.batch // cfg.world
         aug = cfg.augment if iteration < cfg.clean_from_batch else NO_AUGMENTATION
-        crop = augmented_crop(rng, frame.image, frame.labels, cfg.crop, aug, frame.boxes, cfg.in_plane)
-        item = {"image": torch.from_numpy(crop.image), "target": torch.from_numpy(crop.target)}
+        crop = augmented_crop(rng, frame.image, frame.labels, cfg.crop, aug, frame.boxes, ignore=frame.ignore)
+        item = {"image": torch.from_numpy(crop.image), "target": torch.from_numpy(crop.target),
+                "valid": torch.from_numpy(crop.valid)}
         if cfg.weight_maps:
             item["weight"] = torch.from_numpy(unet_weight_map(crop.labels))
         return item
@@ -83,11 +93,15 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def make_loader(frames: list[Frame], cfg: SamplingConfig, workers: int, start_batch: int = 0, rank: int = 0,
-                world: int = 1, pin_memory: bool = False, prefetch_batches: int = 4) -> DataLoader:
-    """An endless DataLoader of batches ``start_batch, start_batch + 1, …`` for this rank."""
+def make_loader(sources: list[list[Frame | FrameRef]] | list[Frame], cfg: SamplingConfig, workers: int,
+                start_batch: int = 0, rank: int = 0, world: int = 1, pin_memory: bool = False,
+                prefetch_batches: int = 4, norm: NormConfig = NormConfig()) -> DataLoader:
+    """An endless DataLoader of batches ``start_batch, start_batch + 1, …`` for this rank.
+    ``sources``: frames per source (a flat list of frames is one source)."""
+    if sources and not isinstance(sources[0], list):
+        sources = [sources]  # type: ignore[list-item]
     return DataLoader(
-        CropDataset(frames, cfg),
+        CropDataset(sources, cfg, norm),  # type: ignore[arg-type]
         batch_sampler=BatchIndices(cfg.batch, start_batch, rank, world),
         num_workers=workers,
         pin_memory=pin_memory,

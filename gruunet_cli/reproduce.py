@@ -56,7 +56,7 @@ def run(dataset: Path, out: Path, base: train.TrainConfig, ablation: bool = Fals
         for tr_seq, te_seq in ((a, b), (b, a)):
             log(f"{method.name}: train on {tr_seq}, test on {te_seq}")
             model_out = out / "models" / f"{slug}-{tr_seq}"
-            result = train.run(cfg, train.TrainData(dataset / tr_seq, dataset / f"{tr_seq}_GT"), model_out)
+            result = train.run(cfg, train.TrainData.ctc(dataset / tr_seq, dataset / f"{tr_seq}_GT"), model_out)
             res_dir = out / "results" / f"{slug}-{tr_seq}" / f"{te_seq}_RES"
             segment.run(dataset / te_seq, res_dir, result.model_path, dataclasses.replace(seg_opts, overwrite=True))
             report = evaluate(res_dir, dataset / f"{te_seq}_GT")

@@ -20,24 +20,32 @@ TOLERANCE = 1.25
 MAX_AUTO = 4.0
 
 
+def object_diameters(labels: np.ndarray) -> np.ndarray:
+    """Equivalent diameter 2·sqrt(area/π) (px) of each object of a label image, in-plane: a 3D
+    object counts with its largest slice. (n,) float64, in label order.
+
+    >>> lab = np.zeros((20, 20), int); lab[0:4, 0:4] = 1; lab[10:20, 10:20] = 3
+    >>> object_diameters(lab).round(3).tolist()
+    [4.514, 11.284]
+    """
+    lab = labels if labels.ndim == 3 else labels[None]
+    n = int(lab.max(initial=0))
+    if not n:
+        return np.zeros(0)
+    a = np.stack([np.bincount(s.ravel(), minlength=n + 1) for s in lab]).max(axis=0)[1:]  # (n,)
+    return 2 * np.sqrt(a[a > 0] / np.pi)
+
+
 def object_diameter(label_images: list[np.ndarray]) -> float | None:
-    """Median equivalent diameter 2·sqrt(area/π) (px) of the objects of some label images,
-    in-plane: a 3D object counts with its largest slice. None when there are no objects.
+    """Median equivalent diameter (px) of the objects of some label images (see
+    `object_diameters`). None when there are no objects.
 
     >>> lab = np.zeros((20, 20), int); lab[0:4, 0:4] = 1; lab[10:20, 10:20] = 2; lab[5:7, 12:14] = 3
     >>> round(object_diameter([lab]), 3)  # areas 16, 100, 4 → median 16
     4.514
     """
-    areas: list[np.ndarray] = []
-    for labels in label_images:
-        lab = labels if labels.ndim == 3 else labels[None]
-        n = int(lab.max(initial=0))
-        if n:
-            a = np.stack([np.bincount(s.ravel(), minlength=n + 1) for s in lab]).max(axis=0)[1:]  # (n,)
-            areas.append(a[a > 0])
-    if not areas:
-        return None
-    return float(np.median(2 * np.sqrt(np.concatenate(areas) / np.pi)))
+    d = np.concatenate([object_diameters(labels) for labels in label_images] or [np.zeros(0)])
+    return float(np.median(d)) if d.size else None
 
 
 def factor(model_diameter: float | None, diameter: float | None, auto: bool) -> float | None:

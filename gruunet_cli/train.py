@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from . import curves, data, distributed, modelfile, scale
+from . import curves, data, distributed, modelfile
 from .augment import AugmentConfig
 from .atomic import atomic_path
 from .config import Arch, LossName, ModelConfig, ModelMeta, NormConfig, PostConfig, to_dict
@@ -29,6 +30,7 @@ from .loss import compute_loss
 from .model import build_model, count_parameters
 from .prefetch import SamplingConfig, make_loader
 from .runtime import autocast, resolve_device
+from .sources import Layout, Source
 from .validation import ValScores, validate
 
 
@@ -46,7 +48,10 @@ class TrainConfig:
     val_interval: int = 100
     patience: int = 10  # validations without a better SEG before stopping
     clean_fraction: float = 0.1  # last fraction of iterations on un-augmented crops
-    val_fraction: float = 0.25  # held out when no validation sequence is given
+    val_fraction: float = 0.25  # held out per source when no validation sequence is given
+    scale_to: float | None = None  # resize each training frame so its median object diameter is this (px)
+    # partial CTC GT: cells with a TRA marker but no SEG label are left out of the loss (not background)
+    ignore_unannotated: bool = True
     workers: int = 2
     seed: int = 0
     device: str = "auto"
@@ -60,13 +65,32 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TrainData:
-    """Where the frames come from (recorded in the model file)."""
+    """Where the frames come from (recorded in the model file): training sources, and validation
+    sources (none: ``val_fraction`` of each training source is held out)."""
 
-    images: Path
-    gt: Path
-    st: Path | None = None
-    val_images: Path | None = None
-    val_gt: Path | None = None
+    sources: tuple[Source, ...]
+    val: tuple[Source, ...] = ()
+
+    @classmethod
+    def ctc(cls, images: Path, gt: Path, st: Path | None = None, val_images: Path | None = None,
+            val_gt: Path | None = None) -> TrainData:
+        """One CTC sequence (and optionally a validation sequence)."""
+        val = () if val_images is None else (Source(Layout.ctc, Path(val_images), Path(val_gt)),)
+        return cls((Source(Layout.ctc, Path(images), Path(gt), None if st is None else Path(st)),), val)
+
+    def describe(self) -> dict[str, Any]:
+        return {"sources": [s.describe() for s in self.sources], "val": [s.describe() for s in self.val]}
+
+
+@dataclass
+class Prepared:
+    """The frames a run trains and validates on, and what the model file says about them."""
+
+    train: list[list[data.FrameRef]]  # per source, loaded lazily by the workers
+    val: list[data.Frame]
+    crop: int
+    object_diameter: float | None
+    ignored: dict[str, int]  # unannotated cells / pixels left out of the loss (partial GT)
 
 
 @dataclass
@@ -116,8 +140,9 @@ def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, st
 
 
 # Options a resumed run may change: it may run longer, wait longer for a better validation,
-# or score validations with other post-processing (which re-scores the best model so far).
-EXTENDABLE = ("iterations", "patience", "post")
+# score validations with other post-processing (which re-scores the best model so far), or use
+# another number of augmentation workers (batches do not depend on it).
+EXTENDABLE = ("iterations", "patience", "post", "workers")
 
 
 def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
@@ -129,7 +154,7 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
     fixed = lambda c: {k: v for k, v in c.items() if k not in EXTENDABLE}  # noqa: E731
     if fixed(blob["config"]) != fixed(to_dict(cfg)):
         raise UserError("checkpoint was made with another configuration; resume with the same options "
-                        "(only --iterations and --patience may change)", path)
+                        "(only --iterations, --patience, --workers and the post-processing may change)", path)
     modelfile.plain_module(model).load_state_dict(blob["model"])
     opt.load_state_dict(blob["optimizer"])
     return TrainState(**blob["state"]), blob["config"]
@@ -162,7 +187,7 @@ def _meta(cfg: TrainConfig, data_src: TrainData, state: TrainState, crop: int, e
     training = {
         "config": to_dict(cfg),
         "crop": crop,
-        "data": {k: None if v is None else str(v) for k, v in dataclasses.asdict(data_src).items()},
+        "data": data_src.describe(),
         "best_iteration": state.best_iteration,
         "best_val_seg": state.best_seg if math.isfinite(state.best_seg) else None,
         "iterations_run": state.iteration,
@@ -173,14 +198,30 @@ def _meta(cfg: TrainConfig, data_src: TrainData, state: TrainState, crop: int, e
                      training=training)
 
 
-def _frames(cfg: TrainConfig, src: TrainData) -> tuple[list[data.Frame], list[data.Frame]]:
-    frames = data.load_frames(src.images, src.gt, cfg.model.dims, cfg.norm, src.st)
-    if not frames:
-        raise UserError("no annotated frames to train on", src.gt)
-    if src.val_images is not None:
-        val = data.load_frames(src.val_images, src.val_gt, cfg.model.dims, cfg.norm)
-        return frames, val
-    return data.split(frames, cfg.val_fraction)
+def prepare(cfg: TrainConfig, src: TrainData) -> Prepared:
+    """Scan every source, split each into training and validation frames (or use ``src.val``),
+    load the validation frames, measure crop size and cell size, count what partial GT ignores."""
+    dims = cfg.model.dims
+    scanned = [data.scan(s, dims, cfg.scale_to, cfg.ignore_unannotated) for s in src.sources]
+    if src.val:
+        train = [sf.refs for sf in scanned]
+        val_refs = [r for s in src.val for r in data.scan(s, dims, cfg.scale_to, cfg.ignore_unannotated).refs]
+    else:
+        parts = [data.split(sf.refs, cfg.val_fraction) for sf in scanned]
+        train, val_refs = [p[0] for p in parts], [r for p in parts for r in p[1]]
+    kept = {r for refs in train for r in refs}
+    stats = [st for sf in scanned for r, st in zip(sf.refs, sf.stats) if r in kept]
+    diameters = np.concatenate([st.diameters for st in stats] or [np.zeros(0)])
+    val = [r.load(cfg.norm) for r in val_refs]
+    ignored = {"cells": 0, "pixels": 0, "frames": 0}
+    for ref in (r for r in kept if r.markers is not None):
+        frame = ref.load(cfg.norm)
+        if frame.ignore is not None:
+            ignored["cells"] += frame.ignored_cells
+            ignored["pixels"] += int(frame.ignore.sum())
+            ignored["frames"] += 1
+    return Prepared(train, val, cfg.crop or data.auto_crop(stats),
+                    float(np.median(diameters)) if diameters.size else None, ignored)
 
 
 def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
@@ -198,8 +239,8 @@ def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
         device = torch.device("cuda", dinfo.local_rank)
         torch.cuda.set_device(device)
     paths = output_paths(out)
-    train_frames, val_frames = _frames(cfg, src)
-    crop = cfg.crop or data.auto_crop(train_frames)
+    prep = prepare(cfg, src)
+    val_frames, crop = prep.val, prep.crop
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
     model = build_model(cfg.model).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), amsgrad=True)
@@ -220,13 +261,13 @@ def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
         clean_from_batch=int(cfg.iterations * (1 - cfg.clean_fraction)),
         weight_maps=cfg.loss == LossName.wce, world=dinfo.world,
     )
-    loader = make_loader(train_frames, sampling, cfg.workers, start_batch=state.iteration, rank=dinfo.rank,
-                         world=dinfo.world, pin_memory=device.type == "cuda")
+    loader = make_loader(prep.train, sampling, cfg.workers, start_batch=state.iteration, rank=dinfo.rank,
+                         world=dinfo.world, pin_memory=device.type == "cuda", norm=cfg.norm)
     use_fp16 = cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
     extra = {"parameters": count_parameters(model), "device": str(device), "world_size": dinfo.world,
-             "object_diameter": scale.object_diameter([f.labels for f in train_frames]),
-             "train_frames": [f.name for f in train_frames], "val_frames": [f.name for f in val_frames]}
+             "object_diameter": prep.object_diameter, "ignored": prep.ignored,
+             "train_frames": [r.name for refs in prep.train for r in refs], "val_frames": [f.name for f in val_frames]}
 
     interval = {"loss": 0.0, "steps": 0, "wait": 0.0, "time": 0.0}
     stopped_early = interrupted = False
@@ -243,9 +284,10 @@ def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
                 batch = next(batches)
                 x = batch["image"].to(device, non_blocking=True)  # (B, 1, *c)
                 y = batch["target"].to(device, non_blocking=True)  # (B, *c)
+                v = batch["valid"].to(device, non_blocking=True)  # (B, *c)
                 w = batch["weight"].to(device, non_blocking=True) if "weight" in batch else None
                 t_data = time.perf_counter() - t0
-                loss = train_step(net, opt, scaler, x, y, w, cfg, device)
+                loss = train_step(net, opt, scaler, x, y, w, cfg, device, v)
                 state.iteration += 1
                 interval["loss"] += loss
                 interval["steps"] += 1
@@ -309,13 +351,14 @@ class _deferred_sigint:
 
 
 def train_step(net: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, x: torch.Tensor,
-               y: torch.Tensor, w: torch.Tensor | None, cfg: TrainConfig, device: torch.device) -> float:
-    """One optimisation step; returns the loss."""
+               y: torch.Tensor, w: torch.Tensor | None, cfg: TrainConfig, device: torch.device,
+               valid: torch.Tensor | None = None) -> float:
+    """One optimisation step on images x (B, 1, *c), targets y (B, *c); returns the loss."""
     net.train()
     opt.zero_grad(set_to_none=True)
     with autocast(device, cfg.amp):
         logits = net(x)  # (B, 2, *c)
-    loss = compute_loss(cfg.loss, logits.float(), y, w, cfg.gamma)
+    loss = compute_loss(cfg.loss, logits.float(), y, w, cfg.gamma, valid)
     scaler.scale(loss).backward()
     scaler.step(opt)
     scaler.update()
@@ -351,18 +394,17 @@ def default_model(arch: Arch, dims: int) -> ModelConfig:
     return ModelConfig(arch=arch, dims=dims, z_pool_levels=4 if dims == 2 else 1)
 
 
-def guess_dims(images: Path, gt: Path) -> int:
-    """3 for (Z, H, W) stacks with full-volume references, else 2 (2D images or slice references)."""
-    from . import ctc
+def guess_dims(sources: list[Source]) -> int:
+    """3 when the first source has (Z, H, W) stacks with full-volume references, else 2
+    (2D images, or slice references)."""
+    from . import ctc, images
+    from .sources import folder_pairs
 
-    first = ctc.list_images(images)[0]
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(first.path) as tif:
-            ndim = len(tif.series[0].shape)
-    except Exception as exc:
-        raise UserError(f"cannot read TIFF ({exc})".splitlines()[0], first.path) from None
-    seg_dir, _ = ctc.resolve_gt_dir(gt)
+    first = sources[0]
+    if first.layout != Layout.ctc:
+        _, image, mask = folder_pairs(first)[0]
+        return 3 if len(images.image_shape(image)) == 3 and len(images.image_shape(mask)) == 3 else 2
+    ndim = len(images.image_shape(ctc.list_images(first.path)[0].path))
+    seg_dir, _ = ctc.resolve_gt_dir(first.gt)
     only_slices = all(g.slice is not None for g in ctc.list_gt(seg_dir))
     return 3 if ndim == 3 and not only_slices else 2

@@ -18,8 +18,8 @@ from .tiling import predict_tiled
 
 @dataclass(frozen=True)
 class ValScores:
-    loss: float  # normalized focal loss of the blended probabilities
-    dice: float  # foreground Dice, pooled over frames
+    loss: float  # normalized focal loss of the blended probabilities (annotated pixels only)
+    dice: float  # foreground Dice, pooled over frames (annotated pixels only)
     seg: float  # SEG over all objects of all validation frames
 
 
@@ -42,11 +42,12 @@ def validate(model: nn.Module, frames: list[Frame], device: torch.device, post: 
     for f in frames:
         p = foreground_probability(model, f.image, device, amp=amp)
         truth = f.labels > 0
+        known = np.ones_like(truth) if f.ignore is None else ~f.ignore  # unannotated cells are not scored
         p_true = np.clip(np.where(truth, p, 1 - p), 1e-7, 1.0)
-        w = (1 - p_true) ** gamma
+        w = (1 - p_true) ** gamma * known
         w_sum += float(w.sum())
         nll_sum += float((w * -np.log(p_true)).sum())
-        pred = p > post.threshold
+        pred = (p > post.threshold) & known
         inter += float(np.logical_and(pred, truth).sum())
         fg_total += float(pred.sum() + truth.sum())
         m = metrics.match_objects(f.labels, probability_to_labels(p, post, in_plane))

@@ -30,7 +30,7 @@ def sequence(tmp_path: Path) -> TrainData:
     rng = np.random.default_rng(0)
     labels = [touching_discs(rng, (80, 96), 14) for _ in range(4)]
     images, gt = write_ctc(tmp_path, "01", [render(rng, lab) for lab in labels], dict(enumerate(labels)))
-    return TrainData(images, gt)
+    return TrainData.ctc(images, gt)
 
 
 def small(**kw) -> TrainConfig:
@@ -50,7 +50,7 @@ def test_short_run_writes_model_log_and_curves(sequence: TrainData, tmp_path: Pa
     assert all(0 <= r["val_dice"] <= 1 and r["train_loss"] > 0 for r in rows)
     model, meta = modelfile.load(paths["model"])
     assert meta.training["iterations_run"] in (3, 6) and meta.training["best_iteration"] == result.best_iteration
-    assert meta.training["data"]["images"] == str(sequence.images)
+    assert meta.training["data"]["sources"][0]["path"] == str(sequence.sources[0].path)
     assert paths["curves"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -85,7 +85,7 @@ def test_resume_after_interrupt_equals_uninterrupted(sequence: TrainData, tmp_pa
 
 def test_resume_refuses_other_options(sequence: TrainData, tmp_path: Path) -> None:
     run(small(iterations=2, val_interval=2), sequence, tmp_path / "m")
-    result = CliRunner().invoke(app, ["train", str(sequence.images), str(sequence.gt), "--out", str(tmp_path / "m"),
+    result = CliRunner().invoke(app, ["train", str(sequence.sources[0].path), str(sequence.sources[0].gt), "--out", str(tmp_path / "m"),
                                       "--resume", "--iterations", "4", "--crop", "48", "--device", "cpu"])
     assert result.exit_code == 2 and "another configuration" in result.output
 
@@ -100,14 +100,14 @@ def test_resume_with_more_iterations_extends_the_run(sequence: TrainData, tmp_pa
 
 def test_resume_with_other_post_processing_rescores_the_best_model(sequence: TrainData, tmp_path: Path) -> None:
     from gruunet_cli.config import PostConfig
-    from gruunet_cli.data import load_frames, split
+    from gruunet_cli.data import scan, split
     from gruunet_cli.validation import validate
 
     first = run(small(iterations=4, val_interval=2), sequence, tmp_path / "m")
     post = PostConfig(threshold=-1.0, split=False, min_size=1)  # one image-sized object: SEG > 0 however poor the net
     again = run(small(iterations=4, val_interval=2, post=post), sequence, tmp_path / "m", resume=True)
     model, meta = modelfile.load(output_paths(tmp_path / "m")["model"])
-    _, val = split(load_frames(sequence.images, sequence.gt, 2, meta.norm))
+    val = [r.load(meta.norm) for r in split(scan(sequence.sources[0], 2).refs)[1]]
     assert again.best_iteration == first.best_iteration and again.best_seg != first.best_seg
     assert again.best_seg == pytest.approx(validate(model, val, torch.device("cpu"), post).seg)
 
@@ -121,7 +121,7 @@ def test_cli_reports_missing_input(tmp_path: Path) -> None:
 def test_torchrun_two_cpu_processes(sequence: TrainData, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "gruunet_cli",
-           "train", str(sequence.images), str(sequence.gt), "--out", str(out), "--iterations", "20",
+           "train", str(sequence.sources[0].path), str(sequence.sources[0].gt), "--out", str(out), "--iterations", "20",
            "--val-interval", "10", "--crop", "32", "--workers", "1", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
