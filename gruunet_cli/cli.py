@@ -56,6 +56,10 @@ def evaluate(
     from . import evaluate as ev
     from .progress import Progress
 
+    from .atomic import writable_dir
+
+    if json_path is not None:
+        writable_dir(json_path.parent)  # before the frames are scored
     total = ev.count_frames(gt_dir)
     with Progress("evaluating", total, transient=True) as bar:
         report = ev.evaluate(res_dir, gt_dir, workers=workers, progress=lambda: bar.update(advance=1))
@@ -146,7 +150,7 @@ def train(
         typer.echo(f"{how} after {result.iterations} iterations; best validation SEG {result.best_seg:.4f} "
                    f"at iteration {result.best_iteration}; model: {result.model_path}")
     if result.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(128 + result.signal)  # 130 after Ctrl-C, 143 after SIGTERM
 
 
 def parse_diameter(text: str) -> float | str | None:
@@ -157,7 +161,7 @@ def parse_diameter(text: str) -> float | str | None:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not value > 0:
+    if not 0 < value < float("inf"):
         raise UserError(f"--diameter must be 'auto', 'off' or a positive number of pixels, not {text!r}")
     return value
 
@@ -165,8 +169,8 @@ def parse_diameter(text: str) -> float | str | None:
 @app.command()
 @user_errors
 def segment(
-    source: Annotated[Path, typer.Argument(help="Sequence folder with tNNN.tif (e.g. 02/), or one tNNN.tif.")],
-    out_dir: Annotated[Path, typer.Argument(help="Result folder for maskNNN.tif (e.g. 02_RES/).")],
+    source: Annotated[Path, typer.Argument(help="A CTC sequence folder (02/ with tNNN.tif), one image file (.tif, .png, .jpg), or a folder of images.", show_default=False)],
+    out_dir: Annotated[Path, typer.Argument(help="Result folder: maskNNN.tif for CTC frames (e.g. 02_RES/), NAME_masks.tif for other images.", show_default=False)],
     weights: Annotated[Path, typer.Option(help="Model file (weights/NAME or weights/NAME.safetensors).")],
     tile: Annotated[int, typer.Option(min=16, help="Tile side in pixels for sliding-window inference.")] = 512,
     tile_z: Annotated[int, typer.Option(min=1, help="Tile depth for 3D models.")] = 64,
@@ -184,6 +188,7 @@ def segment(
     diameter: Annotated[str, typer.Option(help="Cell diameter in pixels, 'auto' (estimated) or 'off': resize images so cells have the training size.")] = "auto",
     iterations: Annotated[Path | None, typer.Option(help="Write the 9 per-iteration GRU maps (paper Fig. 7) of the first frame here.")] = None,
     overlay: Annotated[Path | None, typer.Option(help="Write PNG overlays of mask contours on the image here.")] = None,
+    channel: Annotated[int | None, typer.Option(min=0, help="Channel to segment in multi-channel images (default: RGB is averaged to grey; other multi-channel images must choose).")] = None,
 ) -> None:
     """Segment every tNNN.tif into a CTC mask (uint16, 0 = background, one label per cell)."""
     from . import segment as seg
@@ -194,11 +199,13 @@ def segment(
     post = seg.with_post_overrides(seg.read_post(weights), threshold=threshold, min_size=min_size, grow=grow,
                                    split=split, split_h=split_h)
     opts = seg.SegmentOptions(tile=tile, tile_z=tile_z, overlap=overlap, batch=batch, device=device, amp=amp,
-                              threads=threads, overwrite=overwrite, post=post, diameter=parse_diameter(diameter))
+                              threads=threads, overwrite=overwrite, post=post, diameter=parse_diameter(diameter),
+                              channel=channel)
     total = len(seg.input_frames(source))
     with Progress("segmenting", total, frame="{}") as bar:
         written = seg.run(source, out_dir, weights, opts, iterations, overlay,
-                          progress=lambda name: bar.update(advance=1, frame=name))
+                          progress=lambda name: bar.update(advance=1, frame=name),
+                          on_note=lambda text: typer.echo(f"note: {text}", err=True))
     typer.echo(f"wrote {len(written)} mask(s) to {out_dir}")
 
 

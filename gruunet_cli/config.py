@@ -42,6 +42,14 @@ class ModelConfig:
     unet_base: int = 64  # U-Net baseline: channels of the first level (Ronneberger: 64)
     unet_depth: int = 4  # U-Net baseline: number of poolings
 
+    def __post_init__(self) -> None:
+        counts = (self.in_channels, self.classes, self.width, self.growth, self.unet_base, self.unet_depth)
+        if self.dims not in (2, 3) or min(counts) < 1 or self.z_pool_levels < 0:
+            raise ValueError("dims must be 2 or 3 and channel counts and depths positive")
+        if len(self.frdu_widths) != len(self.dense_layers) or len(self.frdu_widths) % 2 != 1 or \
+                min(self.frdu_widths + self.dense_layers) < 1:
+            raise ValueError("frdu_widths and dense_layers must be positive and of the same odd length")
+
     @property
     def levels(self) -> int:
         """Poolings on the way down (scale 1/2**levels at the bottom)."""
@@ -79,6 +87,12 @@ class PostConfig:
     grow: int = 0  # pixels to grow labels back over the separating ring (and where p_fg > grow_threshold)
     grow_threshold: float = 0.5  # = threshold: grow only into the ring (a lower value inflated objects on validation)
 
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.threshold <= 1.0 and 0.0 <= self.grow_threshold <= 1.0):
+            raise ValueError("thresholds must lie in 0..1")
+        if self.min_size < 0 or self.grow < 0 or self.split_h < 0 or self.split_sigma < 0:
+            raise ValueError("min_size, grow, split_h and split_sigma must not be negative")
+
 
 @dataclass(frozen=True)
 class ModelMeta:
@@ -91,6 +105,11 @@ class ModelMeta:
     # knows, for `segment --diameter` (None in files that predate it or had no objects).
     object_diameter: float | None = None
     training: dict[str, Any] = field(default_factory=dict)  # provenance: data, iterations, scores, command
+
+    def __post_init__(self) -> None:
+        d = self.object_diameter
+        if d is not None and (isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d < 1e6):
+            raise ValueError(f"object_diameter must be a positive number of pixels, not {d!r}")
 
 
 T = TypeVar("T")
@@ -119,13 +138,32 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     for name, value in data.items():
         default = getattr(cls(), name) if name in hints else None  # type: ignore[call-arg]
         if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ValueError(f"{cls.__name__}.{name}: expected an object, got {value!r}")
             value = from_dict(type(default), value)
         elif isinstance(default, Enum):
             value = type(default)(value)
         elif isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)) or not all(_same_kind(v, d) for v, d in zip(value, default)):
+                raise ValueError(f"{cls.__name__}.{name}: expected a list like {list(default)}, got {value!r}")
             value = tuple(value)
+        elif default is not None and not _same_kind(value, default):
+            raise ValueError(f"{cls.__name__}.{name}: expected {type(default).__name__}, got {value!r}")
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether a JSON value fits a field whose default is ``default`` (ints pass for floats)."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (str, dict)):
+        return isinstance(value, type(default))
+    return True
 
 
 def dumps(obj: Any) -> str:

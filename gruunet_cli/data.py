@@ -65,7 +65,7 @@ class FrameRef:
     ignore_radius: float = 0.0  # px around a marker that are unknown when there is no silver truth
 
     def load(self, norm: NormConfig) -> Frame:
-        raw = images.read_image(self.image)
+        raw, _ = images.read_grey(self.image)  # RGB pictures become grey, as in `segment`
         labels = images.read_labels(self.labels)
         lo, hi = normalize.percentiles(raw, norm)  # over the whole stack, as `segment` does
         markers = None if self.markers is None else ctc.read_labels(self.markers)
@@ -135,6 +135,11 @@ def _stats(labels: np.ndarray) -> FrameStats:
     return FrameStats(d, int(side))
 
 
+def _check_ndim(labels: np.ndarray, path: Path) -> None:
+    if labels.ndim not in (2, 3):
+        raise UserError(f"a reference of shape {labels.shape}: expected (H, W) or (Z, H, W)", path)
+
+
 def _ctc_refs(source: Source, dims: int, partial: bool = True) -> list[tuple[FrameRef, np.ndarray]]:
     """(ref, labels) of every annotated frame (and slice, for a 2D model on stacks) of a CTC source.
     With ``partial``, GT frames carry their TRA markers, so unannotated cells are ignored."""
@@ -153,6 +158,7 @@ def _ctc_refs(source: Source, dims: int, partial: bool = True) -> list[tuple[Fra
         if g.frame not in frames:
             raise UserError(f"reference {g.path.name} has no input frame t{g.frame:03d}.tif", g.path.parent)
         labels = ctc.read_labels(g.path)
+        _check_ndim(labels, g.path)
         shape = images.image_shape(frames[g.frame].path)
         if g.slice is not None:
             if len(shape) != 3 or g.slice >= shape[0]:
@@ -177,8 +183,9 @@ def _folder_refs(source: Source, dims: int) -> list[tuple[FrameRef, np.ndarray]]
     out = []
     for name, image, mask in folder_pairs(source):
         labels = images.read_labels(mask)
+        _check_ndim(labels, mask)
         shape = tuple(images.image_shape(image))
-        if shape != labels.shape:
+        if shape != labels.shape and labels.shape not in (shape[:2], shape[1:]):  # (H, W, 3) and (3, H, W) RGB pass
             raise UserError(f"mask of shape {labels.shape} for an image of shape {shape} ({image})", mask)
         if labels.ndim != dims:
             raise UserError(f"a {labels.ndim}D mask for a {dims}D model", mask)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import segment
+from .atomic import writable_dir
 from .errors import UserError
 from .evaluate import Report, evaluate
 
@@ -22,6 +23,7 @@ def run(out: Path, sample: Path = SAMPLE, weights: Path = WEIGHTS, seq: str = "0
         raise UserError(f"no bundled sample here (expected {seq}/ and {seq}_GT/; pass --sample)", sample)
     if not Path(weights).exists() and not Path(str(weights) + ".safetensors").exists():
         raise UserError("no bundled weights here (pass --weights)", weights)
+    writable_dir(out)
     res, overlay = Path(out) / f"{seq}_RES", Path(out) / "overlay"
     segment.run(images, res, weights, opts, overlay_dir=overlay)
     return evaluate(res, gt), res, overlay

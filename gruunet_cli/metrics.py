@@ -26,13 +26,21 @@ def _as_index(labels: np.ndarray) -> np.ndarray:
     return flat
 
 
-def label_sizes(labels: np.ndarray) -> np.ndarray:
-    """Pixel count per label value: ``sizes[k] = |{labels == k}|``.
+def label_sizes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The label values present (sorted, 0 included when present) and their pixel counts.
+    Memory depends on the number of pixels and objects, never on how large the label values are.
 
-    >>> label_sizes(np.array([[0, 2], [2, 5]])).tolist()
-    [1, 0, 2, 0, 0, 1]
+    >>> ids, sizes = label_sizes(np.array([[0, 2], [2, 4_000_000_000]], np.uint32))
+    >>> ids.tolist(), sizes.tolist()
+    ([0, 2, 4000000000], [1, 2, 1])
     """
-    return np.bincount(_as_index(labels))
+    flat = _as_index(labels)
+    if flat.size and int(flat.max()) <= max(2 * flat.size, 65535):  # a small table: one pass, no sort
+        counts = np.bincount(flat)
+        ids = np.flatnonzero(counts)
+        return ids.astype(np.int64), counts[ids].astype(np.int64)
+    ids, counts = np.unique(flat, return_counts=True)
+    return ids.astype(np.int64), counts.astype(np.int64)
 
 
 def overlaps(ref: np.ndarray, res: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -96,19 +104,18 @@ def match_objects(ref: np.ndarray, res: np.ndarray) -> SegMatch:
     ([5, 0], [0.75, 0.0])
     """
     ref_ids, res_ids, counts = overlaps(ref, res)
-    ref_size_of = label_sizes(ref)
-    res_size_of = label_sizes(res)
-    labels = np.flatnonzero(ref_size_of)
-    labels = labels[labels != 0]
-    sizes = ref_size_of[labels]
+    labels, sizes = label_sizes(ref)
+    res_labels, res_sizes = label_sizes(res)
+    sizes, labels = sizes[labels != 0], labels[labels != 0]
     matched_res = np.zeros(labels.size, np.int64)
     jaccard = np.zeros(labels.size, np.float64)
-    hit = (res_ids != 0) & (2 * counts > ref_size_of[ref_ids])
+    ref_size = sizes[np.searchsorted(labels, ref_ids)] if ref_ids.size else np.zeros(0, np.int64)
+    hit = (res_ids != 0) & (2 * counts > ref_size)
     pos = np.searchsorted(labels, ref_ids[hit])
     inter = counts[hit]
     matched_res[pos] = res_ids[hit]
-    jaccard[pos] = inter / (ref_size_of[ref_ids[hit]] + res_size_of[res_ids[hit]] - inter)
-    return SegMatch(labels.astype(np.int64), sizes.astype(np.int64), matched_res, jaccard)
+    jaccard[pos] = inter / (sizes[pos] + res_sizes[np.searchsorted(res_labels, res_ids[hit])] - inter)
+    return SegMatch(labels, sizes, matched_res, jaccard)
 
 
 def seg_score(jaccards: np.ndarray) -> float:
@@ -143,7 +150,7 @@ def detection_errors(markers: np.ndarray, res: np.ndarray) -> DetErrors:
     """
     match = match_objects(markers, res)
     matched = match.res_labels[match.res_labels != 0]
-    res_labels = np.flatnonzero(label_sizes(res))
+    res_labels = label_sizes(res)[0]
     res_labels = res_labels[res_labels != 0]
     per_object = np.unique(matched, return_counts=True)[1]
     return DetErrors(

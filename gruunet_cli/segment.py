@@ -15,7 +15,8 @@ from typing import Literal
 
 import numpy as np
 
-from . import ctc, instances, modelfile, normalize, png, scale
+from . import ctc, images, instances, modelfile, normalize, png, scale
+from .atomic import writable_dir
 from .config import Arch, ModelMeta, PostConfig
 from .errors import UserError
 from .runtime import foreground_fn, resolve_device, set_threads
@@ -38,6 +39,12 @@ class SegmentOptions:
     # Cell diameter in px of the images to segment, or "auto" (estimated by a first pass); the
     # image is resized so its cells have the training size (`scale.py`). None: as is.
     diameter: float | Literal["auto"] | None = "auto"
+    channel: int | None = None  # colour / channel to segment (default: RGB → grey, others must choose)
+
+
+# A given --diameter may resize images by at most this factor either way (beyond it a typo such as
+# 0.01 would ask for hundreds of GiB, or shrink cells to nothing).
+MAX_GIVEN_FACTOR = 8.0
 
 
 class Predictor:
@@ -49,8 +56,14 @@ class Predictor:
         self.model, self.meta = modelfile.load(weights, self.device)
         self.opts = opts
         self.post = opts.post or self.meta.post
-        if opts.diameter not in (None, "auto") and not self.meta.object_diameter:
-            raise UserError("this model file records no training cell size; segment with --diameter auto or off", weights)
+        if opts.diameter not in (None, "auto"):
+            if not self.meta.object_diameter:
+                raise UserError("this model file records no training cell size; segment with --diameter auto or off", weights)
+            d, f = float(opts.diameter), self.meta.object_diameter / float(opts.diameter)
+            if not 1 / MAX_GIVEN_FACTOR <= f <= MAX_GIVEN_FACTOR:
+                lo, hi = self.meta.object_diameter / MAX_GIVEN_FACTOR, self.meta.object_diameter * MAX_GIVEN_FACTOR
+                raise UserError(f"--diameter {d:g} would resize images {f:.3g}x (the model's cells are "
+                                f"{self.meta.object_diameter:.1f} px); give a diameter between {lo:.1f} and {hi:.1f} px")
 
     @property
     def batch(self) -> int:
@@ -116,14 +129,56 @@ def check_image(path: Path, image: np.ndarray, dims: int) -> None:
         raise UserError("a 3D model needs (Z, H, W) stacks, this image is 2D", path)
 
 
-def input_frames(source: Path) -> list[ctc.FrameFile]:
-    """A sequence folder's ``tNNN.tif`` files, or a single such file."""
+@dataclass(frozen=True)
+class Job:
+    """One image to segment and the mask file it becomes."""
+
+    path: Path
+    target: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def input_jobs(source: Path, out_dir: Path) -> list[Job]:
+    """What to segment: a CTC sequence folder (``tNNN.tif`` → ``maskNNN.tif``, the input's digit
+    count), one such file, or any other image file or folder of images (``NAME.ext`` →
+    ``NAME_masks.tif``, as Cellpose names them; ``*_masks.*`` files are not inputs)."""
+    source, out_dir = Path(source), Path(out_dir)
     if source.is_file():
         m = ctc.IMAGE_RE.match(source.name)
-        if m is None:
-            raise UserError("expected an input frame named tNNN.tif", source)
-        return [ctc.FrameFile(source, int(m.group(1)), len(m.group(1)))]
-    return ctc.list_images(source)
+        if m is not None:
+            return [Job(source, ctc.mask_path(out_dir, int(m.group(1)), len(m.group(1))))]
+        if not images.is_image(source):
+            raise UserError("not an image file (.tif, .tiff, .png, .jpg)", source)
+        return [Job(source, out_dir / f"{source.stem}_masks.tif")]
+    if source.is_dir() and any(ctc.IMAGE_RE.match(p.name) for p in source.iterdir()):
+        return [Job(f.path, ctc.mask_path(out_dir, f.frame, f.digits)) for f in ctc.list_images(source)]
+    if not source.is_dir():
+        raise UserError("does not exist", source)
+    found = sorted(p for p in source.iterdir() if images.is_image(p) and not p.stem.endswith("_masks"))
+    if not found:
+        raise UserError("no images here (tNNN.tif frames, or .tif/.png/.jpg files)", source)
+    return [Job(p, out_dir / f"{p.stem}_masks.tif") for p in found]
+
+
+def input_frames(source: Path) -> list[Job]:
+    """The images `segment` would read from ``source`` (for counting)."""
+    return input_jobs(source, Path("."))
+
+
+def mask_is_done(target: Path, source: Path) -> bool:
+    """An existing mask counts as done only when it can be read and has the input's plane size:
+    a zero-byte or broken file from a crash, or another image's mask, is redone."""
+    try:
+        if target.stat().st_size == 0:
+            return False
+        have = images.image_shape(target)
+        want = images.image_shape(source)
+    except (OSError, UserError):
+        return False
+    return tuple(have[-2:]) == tuple(want[-2:]) or tuple(have[-2:]) == tuple(want[:2])  # (H, W, 3) RGB inputs
 
 
 def write_iterations(out_dir: Path, image: np.ndarray, maps: np.ndarray) -> None:
@@ -151,25 +206,35 @@ def run(
     iterations_dir: Path | None = None,
     overlay_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """Segment ``source`` (a folder of ``tNNN.tif`` or one such file) into ``out_dir/maskNNN.tif``.
+    """Segment ``source`` (see `input_jobs`) into ``out_dir`` (``maskNNN.tif`` or ``NAME_masks.tif``).
 
-    Frames whose mask exists are skipped unless ``opts.overwrite``. ``iterations_dir`` receives
+    Frames whose mask exists (readable, of the input's size) are skipped unless ``opts.overwrite``.
+    ``on_note(text)`` hears how channels were handled (once per kind). ``iterations_dir`` receives
     the per-step maps of the first segmented frame; ``overlay_dir`` one PNG per frame.
     ``progress(name)`` is called after each frame. Returns the masks written.
     """
-    frames = input_frames(Path(source))
+    jobs = input_jobs(Path(source), Path(out_dir))
+    writable_dir(out_dir)  # before any model is loaded or image computed
+    for folder in (iterations_dir, overlay_dir):
+        if folder is not None:
+            writable_dir(folder)
     predictor = Predictor(Path(weights), opts)
     written: list[Path] = []
+    notes: set[str] = set()
     want_iterations = iterations_dir is not None
-    for f in frames:
-        target = ctc.mask_path(out_dir, f.frame, f.digits)
-        if target.exists() and not opts.overwrite:
+    for job in jobs:
+        if not opts.overwrite and job.target.exists() and mask_is_done(job.target, job.path):
             if progress:
-                progress(f"{f.path.name} (kept)")
+                progress(f"{job.name} (kept)")
             continue
-        image = ctc.read_tiff(f.path)
-        check_image(f.path, image, predictor.dims)
+        image, note = images.read_grey(job.path, opts.channel)
+        if note is not None and note.split(":", 1)[1] not in notes:  # each kind of note once per run
+            notes.add(note.split(":", 1)[1])
+            if on_note is not None:
+                on_note(note)
+        check_image(job.path, image, predictor.dims)
         if want_iterations:
             if predictor.meta.model.arch != Arch.gruunet:
                 raise UserError("--iterations needs a GRUU-Net model file", weights)
@@ -179,12 +244,13 @@ def run(
             want_iterations = False
         else:
             labels = predictor.labels(image)
-        ctc.write_mask(target, labels)
-        written.append(target)
+        ctc.write_mask(job.target, labels)
+        written.append(job.target)
         if overlay_dir is not None:
-            write_overlay(Path(overlay_dir) / f"overlay{f.frame:0{f.digits}d}.png", image, labels, predictor.meta.norm)
+            stem = job.target.stem.replace("mask", "overlay", 1) if job.target.stem.startswith("mask") else job.path.stem
+            write_overlay(Path(overlay_dir) / f"{stem}.png", image, labels, predictor.meta.norm)
         if progress:
-            progress(f.path.name)
+            progress(job.name)
     return written
 
 

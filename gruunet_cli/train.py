@@ -23,7 +23,7 @@ from torch import nn
 
 from . import curves, data, distributed, modelfile
 from .augment import AugmentConfig
-from .atomic import atomic_path
+from .atomic import atomic_path, writable_dir
 from .config import Arch, LossName, ModelConfig, ModelMeta, NormConfig, PostConfig, to_dict
 from .errors import UserError
 from .loss import compute_loss
@@ -114,6 +114,7 @@ class TrainResult:
     stopped_early: bool
     interrupted: bool
     rows: list[dict[str, float]]
+    signal: int = 0  # 2 (SIGINT) or 15 (SIGTERM) when interrupted
 
 
 def output_paths(out: Path) -> dict[str, Path]:
@@ -150,7 +151,15 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
     """Restore weights and optimizer; returns the loop state and the checkpoint's configuration."""
     if not path.is_file():
         raise UserError("no checkpoint to resume from", path)
-    blob = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
+    except Exception as exc:
+        why = ("it holds pickled objects other than tensors, refused (weights_only)"
+               if "weights_only" in str(exc) or "Unpickl" in type(exc).__name__ else
+               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'truncated or not a checkpoint'}")
+        raise UserError(f"cannot resume from this checkpoint: {why}", path) from None
+    if not isinstance(blob, dict) or not {"model", "optimizer", "state", "config"} <= set(blob):
+        raise UserError("cannot resume from this checkpoint: not a gruunet checkpoint", path)
     fixed = lambda c: {k: v for k, v in c.items() if k not in EXTENDABLE}  # noqa: E731
     if fixed(blob["config"]) != fixed(to_dict(cfg)):
         raise UserError("checkpoint was made with another configuration; resume with the same options "
@@ -239,6 +248,7 @@ def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
         device = torch.device("cuda", dinfo.local_rank)
         torch.cuda.set_device(device)
     paths = output_paths(out)
+    writable_dir(paths["model"].parent)  # before any data is read or iteration spent
     prep = prepare(cfg, src)
     val_frames, crop = prep.val, prep.crop
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
@@ -271,14 +281,16 @@ def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
 
     interval = {"loss": 0.0, "steps": 0, "wait": 0.0, "time": 0.0}
     stopped_early = interrupted = False
+    signum = 2  # SIGINT, unless SIGTERM asked
     batches = iter(loader)
     t_start = time.perf_counter() - state.elapsed_s
     try:
-        with _deferred_sigint() as sigint:
+        with _deferred_stop() as stop_signal:
             while state.iteration < cfg.iterations:
                 if on_step is not None:
                     on_step(state.iteration)
-                if sigint.received:  # Ctrl-C between steps: a consistent state to save
+                if stop_signal.received:  # Ctrl-C or SIGTERM between steps: a consistent state to save
+                    signum = stop_signal.received
                     raise KeyboardInterrupt
                 t0 = time.perf_counter()
                 batch = next(batches)
@@ -323,31 +335,37 @@ def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
     distributed.barrier(dinfo)
     distributed.shutdown(dinfo)
     return TrainResult(paths["model"], state.iteration, state.best_iteration, state.best_seg, stopped_early,
-                       interrupted, state.rows)
+                       interrupted, state.rows, signum if interrupted else 0)
 
 
-class _SigintFlag:
-    received = False
+class _StopFlag:
+    received: int = 0  # the signal number that asked to stop (0: none)
 
 
-class _deferred_sigint:
-    """While active, Ctrl-C only sets a flag that the loop checks between steps (main thread only)."""
+class _deferred_stop:
+    """While active, Ctrl-C (SIGINT) and SIGTERM (timeout, SLURM, Kubernetes, docker stop) only set
+    a flag that the loop checks between steps, so the run saves a checkpoint and exits cleanly
+    (main thread only)."""
 
-    def __enter__(self) -> _SigintFlag:
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __enter__(self) -> _StopFlag:
         import signal
         import threading
 
-        self.flag = _SigintFlag()
-        self.previous = None
+        self.flag = _StopFlag()
+        self.previous: dict[int, object] = {}
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, lambda *_: setattr(self.flag, "received", True))
+            for name in self.SIGNALS:
+                num = getattr(signal, name)
+                self.previous[num] = signal.signal(num, lambda signum, _: setattr(self.flag, "received", signum))
         return self.flag
 
     def __exit__(self, *exc) -> None:
         import signal
 
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for num, handler in self.previous.items():
+            signal.signal(num, handler)
 
 
 def train_step(net: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, x: torch.Tensor,
@@ -359,6 +377,9 @@ def train_step(net: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.Gra
     with autocast(device, cfg.amp):
         logits = net(x)  # (B, 2, *c)
     loss = compute_loss(cfg.loss, logits.float(), y, w, cfg.gamma, valid)
+    if not torch.isfinite(loss):  # before the step: the weights and the files on disk stay as they were
+        raise UserError(f"training loss became {float(loss.detach())}: stopped (check the images for NaN/inf pixels; "
+                        "the model file and checkpoint keep the last good state)")
     scaler.scale(loss).backward()
     scaler.step(opt)
     scaler.update()
