@@ -8,13 +8,31 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Callable, TypeVar
 
+import click
 import typer
+from typer.core import TyperCommand
 
 from .config import Arch, LossName
 from .errors import UserError
+
+class _Command(TyperCommand):
+    """Plain help: flags shown as flags (no ``<bool>``), arguments named without braces."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return [re.sub(r"^\{(.*)\}", r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"gruunet {version('gruunet')}")
+        raise typer.Exit()
+
 
 app = typer.Typer(
     name="gruunet",
@@ -22,7 +40,15 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """GRUU-Net cell segmentation for Cell Tracking Challenge microscopy sequences."""
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -41,7 +67,7 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@app.command()
+@app.command(cls=_Command)
 @user_errors
 def evaluate(
     res_dir: Annotated[Path, typer.Argument(help="Result folder with maskNNN.tif (e.g. 02_RES).")],
@@ -76,7 +102,7 @@ def evaluate(
         console.print(f"wrote {json_path}")
 
 
-@app.command()
+@app.command(cls=_Command)
 @user_errors
 def train(
     sources: Annotated[list[Path], typer.Argument(help="Training sources, any number: a CTC sequence followed by its GT (01/ 01_GT/; 01_GT beside 01/ is found), a StarDist folder (images/ + masks/) or a Cellpose folder (NAME.tif + NAME_masks.tif).", show_default=False)],
@@ -97,6 +123,7 @@ def train(
     patience: Annotated[int, typer.Option(min=1, help="Stop after N validations without a better SEG.")] = 10,
     clean_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Last fraction of iterations on un-augmented crops.")] = 0.1,
     workers: Annotated[int, typer.Option(min=0, help="Augmentation worker processes (0: inline).")] = 2,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the network (default: the cores not kept busy by other processes).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for weights and sampling.")] = 0,
     device: Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")] = "auto",
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on GPU.")] = True,
@@ -113,7 +140,7 @@ def train(
     init: Annotated[Path | None, typer.Option(help="Start from this model file's weights (fine-tuning); its architecture is used.")] = None,
     unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels.")] = 64,
 ) -> None:
-    """Train GRUU-Net (or the U-Net baseline) on a CTC sequence, as in the paper's Section 2.3."""
+    """Train GRUU-Net (or the U-Net baseline) on CTC sequences and image/mask folders, as in the paper's Section 2.3."""
     from . import train as tr
     from .augment import AugmentConfig
     from .progress import Progress
@@ -139,7 +166,7 @@ def train(
         model=model_cfg, loss=loss, crop=crop, batch=batch, lr=lr or tr.default_lr(init is not None), iterations=iterations, val_interval=val_interval,
         patience=patience, clean_fraction=clean_fraction, workers=workers, seed=seed, device=device, amp=amp,
         checkpoint_interval=checkpoint_interval, augment=aug, init=None if init is None else str(init),
-        val_fraction=val_fraction, scale_to=scale_to, ignore_unannotated=ignore_unannotated,
+        val_fraction=val_fraction, scale_to=scale_to, ignore_unannotated=ignore_unannotated, threads=threads,
     )
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     with Progress("training", iterations, disable=not main_rank, loss="loss {:.4f}", wait="data wait {:.1%}") as bar:
@@ -166,19 +193,19 @@ def parse_diameter(text: str) -> float | str | None:
     return value
 
 
-@app.command()
+@app.command(cls=_Command)
 @user_errors
 def segment(
     source: Annotated[Path, typer.Argument(help="A CTC sequence folder (02/ with tNNN.tif), one image file (.tif, .png, .jpg), or a folder of images.", show_default=False)],
     out_dir: Annotated[Path, typer.Argument(help="Result folder: maskNNN.tif for CTC frames (e.g. 02_RES/), NAME_masks.tif for other images.", show_default=False)],
-    weights: Annotated[Path, typer.Option(help="Model file (weights/NAME or weights/NAME.safetensors).")],
+    weights: Annotated[Path | None, typer.Option(help="Model file (weights/NAME, NAME.safetensors, NAME.json or a folder with one model; default: the best shipped model).")] = None,
     tile: Annotated[int, typer.Option(min=16, help="Tile side in pixels for sliding-window inference.")] = 512,
     tile_z: Annotated[int, typer.Option(min=1, help="Tile depth for 3D models.")] = 64,
     overlap: Annotated[int, typer.Option(min=0, help="Overlap between tiles in pixels (blended linearly).")] = 64,
     batch: Annotated[int | None, typer.Option(min=1, help="Tiles per forward pass (default: 1 on CPU, 4 on GPU).")] = None,
     device: Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")] = "auto",
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on GPU.")] = True,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: torch's choice).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: the cores not kept busy by other processes).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo frames whose mask already exists.")] = False,
     threshold: Annotated[float | None, typer.Option(help="Foreground probability threshold (default: model file's).")] = None,
     min_size: Annotated[int | None, typer.Option(help="Drop objects smaller than this many pixels (default: model file's).")] = None,
@@ -190,10 +217,12 @@ def segment(
     overlay: Annotated[Path | None, typer.Option(help="Write PNG overlays of mask contours on the image here.")] = None,
     channel: Annotated[int | None, typer.Option(min=0, help="Channel to segment in multi-channel images (default: RGB is averaged to grey; other multi-channel images must choose).")] = None,
 ) -> None:
-    """Segment every tNNN.tif into a CTC mask (uint16, 0 = background, one label per cell)."""
+    """Segment a CTC sequence, image files or a folder of images into masks (uint16, 0 = background, one label per cell)."""
     from . import segment as seg
+    from .demo import WEIGHTS
     from .progress import Progress
 
+    weights = weights or WEIGHTS
     if not source.exists():
         raise UserError("does not exist", source)
     post = seg.with_post_overrides(seg.read_post(weights), threshold=threshold, min_size=min_size, grow=grow,
@@ -205,11 +234,12 @@ def segment(
     with Progress("segmenting", total, frame="{}") as bar:
         written = seg.run(source, out_dir, weights, opts, iterations, overlay,
                           progress=lambda name: bar.update(advance=1, frame=name),
-                          on_note=lambda text: typer.echo(f"note: {text}", err=True))
+                          on_note=lambda text: bar.log(f"note: {text}"),
+                          on_scale=lambda name, sc: bar.log(seg.describe_scale(name, sc)))
     typer.echo(f"wrote {len(written)} mask(s) to {out_dir}")
 
 
-@app.command()
+@app.command(cls=_Command)
 @user_errors
 def demo(
     out: Annotated[Path | None, typer.Option(help="Folder for the results (default: a new temporary folder).")] = None,
@@ -228,16 +258,23 @@ def demo(
     from .segment import SegmentOptions
 
     out = out or Path(tempfile.mkdtemp(prefix="gruunet-demo-"))
-    report, res, overlay = dm.run(out, sample or dm.SAMPLE, weights or dm.WEIGHTS, opts=SegmentOptions(device=device, diameter=parse_diameter(diameter)))
-    console = Console()
-    ev.print_report(report, console, per_frame=False)
+    weights = weights or dm.WEIGHTS
+    sample = sample or dm.SAMPLE
+    console = Console(stderr=True)
+    console.print(f"segmenting {sample / '02'} with {weights} (never trained on this image) ...")
+    report, res, overlay = dm.run(out, sample, weights, opts=SegmentOptions(device=device, diameter=parse_diameter(diameter)),
+                                  log=lambda text: console.print(text, markup=False, highlight=False))
+    console.print(f"scoring against {sample / '02_GT'} ...")
+    ev.print_report(report, Console(), per_frame=False)
     ev.write_json(report, out / "scores.json")
-    console.print(f"SEG {report.seg:.3f}  DET {report.det:.3f}  Dice {report.dice:.3f}  on the unseen image "
-                  f"({report.objects} nuclei)")
-    console.print(f"masks: {res}\noverlay: {overlay}\nscores: {out / 'scores.json'}")
+    typer.echo(f"SEG {report.seg:.3f}  DET {report.det:.3f}  Dice {report.dice:.3f}  on the unseen image "
+               f"({report.objects} nuclei)")
+    for line in dm.EXPLAIN:
+        typer.echo(f"  {line}")
+    typer.echo(f"masks: {res}\noverlay: {overlay}\nscores: {out / 'scores.json'}")
 
 
-@app.command()
+@app.command(cls=_Command)
 @user_errors
 def reproduce(
     dataset: Annotated[Path, typer.Argument(help="CTC dataset folder holding 01/, 01_GT/, 02/, 02_GT/.")],
@@ -266,7 +303,7 @@ def reproduce(
     typer.echo((out / "table.md").read_text())
 
 
-@app.command("ctc-scripts")
+@app.command("ctc-scripts", cls=_Command)
 @user_errors
 def ctc_scripts(
     mapping: Annotated[list[str], typer.Argument(help="DATASET=WEIGHTS pairs, e.g. Fluo-N2DH-GOWT1=weights/gowt1.")],
@@ -279,11 +316,12 @@ def ctc_scripts(
         typer.echo(f"wrote {path}")
 
 
-bench_app = typer.Typer(help="Speed benchmarks, measured side by side in one run.", no_args_is_help=True)
+bench_app = typer.Typer(help="Speed benchmarks, measured side by side in one run.", no_args_is_help=True,
+                        rich_markup_mode=None)
 app.add_typer(bench_app, name="bench")
 
 
-@bench_app.command("evaluate")
+@bench_app.command("evaluate", cls=_Command)
 @user_errors
 def bench_evaluate(
     frames: Annotated[int, typer.Option(min=1, help="Frames in the synthetic sequence.")] = 92,
@@ -302,7 +340,7 @@ def bench_evaluate(
         typer.echo(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
 
 
-@bench_app.command("model")
+@bench_app.command("model", cls=_Command)
 @user_errors
 def bench_model(
     size: Annotated[int, typer.Option(min=16, help="Crop side in pixels.")] = 256,
@@ -326,7 +364,7 @@ def bench_model(
     Console().print(table)
 
 
-@bench_app.command("train")
+@bench_app.command("train", cls=_Command)
 @user_errors
 def bench_train(
     images: Annotated[Path | None, typer.Option(help="Sequence folder (default: synthetic touching nuclei).")] = None,
@@ -362,7 +400,7 @@ def bench_train(
     Console().print(table)
 
 
-@bench_app.command("denormals")
+@bench_app.command("denormals", cls=_Command)
 @user_errors
 def bench_denormals(
     weights: Annotated[Path | None, typer.Option(help="Model file (default: the bundled GRUU-Net).")] = None,
@@ -398,7 +436,7 @@ def _inline_run(args: list[str]) -> dict:
     return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
 
 
-@bench_app.command("segment")
+@bench_app.command("segment", cls=_Command)
 @user_errors
 def bench_segment(
     sizes: Annotated[list[int], typer.Option("--size", help="Image side(s) in pixels; each runs in a fresh process.")] = [512, 2048],
@@ -423,7 +461,7 @@ def bench_segment(
                    f"peak RSS {r['peak_rss_mib']:.0f} MiB (before: {r['rss_before_mib']:.0f} MiB), {r['objects']} objects")
 
 
-@bench_app.command("post")
+@bench_app.command("post", cls=_Command)
 @user_errors
 def bench_post(
     sizes: Annotated[list[int], typer.Option("--size", help="Map side(s) in pixels; each case runs in a fresh process.")] = [2048],

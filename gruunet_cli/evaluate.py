@@ -204,23 +204,26 @@ def _fmt(x: float | None, digits: int = 6) -> str:
 
 def print_report(report: Report, console, per_frame: bool = True) -> None:
     """Print the per-frame table (optional) and the summary with rich."""
+    from rich import box
     from rich.table import Table
 
     if per_frame:
-        table = Table(title=f"{report.res_dir} vs {report.gt_dir}")
-        width = max((len(r.gt_file) for r in report.rows), default=10)
-        table.add_column("reference file", no_wrap=True, min_width=width)
-        for col in ("frame", "slice", "objects", "matched", "SEG", "Dice", "Hausdorff"):
-            table.add_column(col, justify="right")
+        # Compact enough for an 80-column terminal: short headers, no slice column for 2D GT.
+        slices = any(r.slice is not None for r in report.rows)
+        table = Table(title=f"{report.res_dir} vs {report.gt_dir}", box=box.SIMPLE_HEAD, pad_edge=False)
+        table.add_column("reference file", no_wrap=True)
+        for col in ("frame", *(("slice",) if slices else ()), "objects", "matched", "SEG", "Dice", "Hausdorff"):
+            table.add_column(col, justify="right", no_wrap=True)
         for r in report.rows:
             name = r.gt_file + (" [yellow](no result)[/]" if r.missing_result else "")
             partial = r.complete is False  # its Dice/Hausdorff count unannotated cells as errors: shown dim
+            dim = "[dim]" if partial else ""
             table.add_row(
-                name, str(r.frame), "" if r.slice is None else str(r.slice), str(r.objects), str(r.matched),
-                _fmt(r.seg), ("[dim]" if partial else "") + _fmt(r.dice, 4), ("[dim]" if partial else "") + _fmt(r.hausdorff, 2),
+                name, str(r.frame), *((("" if r.slice is None else str(r.slice)),) if slices else ()), str(r.objects),
+                str(r.matched), _fmt(r.seg, 4), dim + _fmt(r.dice, 4), dim + _fmt(r.hausdorff, 2),
             )
         console.print(table)
-    summary = Table(title="overall", show_header=True)
+    summary = Table(title="overall", show_header=True, box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("SEG", "DET", "OP_CSB", "Dice", "Hausdorff", "objects", "frames"):
         summary.add_column(col, justify="right")
     summary.add_row(

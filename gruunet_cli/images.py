@@ -33,7 +33,8 @@ def read_image(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise UserError("file does not exist", path) from None
     except Exception as exc:  # the readers raise many kinds for broken files
-        raise UserError(f"cannot read image ({type(exc).__name__}: {exc})".splitlines()[0], path) from None
+        kind = "TIFF" if path.suffix.lower() in TIFF_SUFFIXES else "image"
+        raise UserError(f"cannot read {kind} ({type(exc).__name__}: {exc})".splitlines()[0], path) from None
 
 
 def _axes(path: Path) -> tuple[str, int]:

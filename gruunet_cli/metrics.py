@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 from skimage.segmentation import find_boundaries
 
 # Above this many (ref × res) label pairs the dense bincount table would be too large.
@@ -217,12 +216,18 @@ def hausdorff(ref_fg: np.ndarray, res_fg: np.ndarray) -> float:
     >>> hausdorff(a, b)
     3.0
     """
-    pa = np.argwhere(boundary(ref_fg))
-    pb = np.argwhere(boundary(res_fg))
-    if len(pa) == 0 and len(pb) == 0:
+    from scipy import ndimage as ndi
+
+    pa, pb = boundary(ref_fg), boundary(res_fg)
+    a_any, b_any = bool(pa.any()), bool(pb.any())
+    if not a_any and not b_any:
         return 0.0
-    if len(pa) == 0 or len(pb) == 0:
+    if not a_any or not b_any:
         return float("inf")
-    d_ab = cKDTree(pb).query(pa, k=1)[0].max()
-    d_ba = cKDTree(pa).query(pb, k=1)[0].max()
+    # Exact Euclidean distance transforms within the boxes holding both boundaries (a k-d tree
+    # crashed in a process whose CPU flushes denormals, as `segment` sets it).
+    (box,) = ndi.find_objects((pa | pb).astype(np.uint8))
+    pa, pb = pa[box], pb[box]
+    d_ab = ndi.distance_transform_edt(~pb)[pa].max()
+    d_ba = ndi.distance_transform_edt(~pa)[pb].max()
     return float(max(d_ab, d_ba))

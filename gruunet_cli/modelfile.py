@@ -23,9 +23,19 @@ SUFFIX = ".safetensors"
 
 
 def weights_path(path: Path | str) -> Path:
-    """``weights/NAME`` or ``weights/NAME.safetensors`` → the ``.safetensors`` path."""
+    """``weights/NAME``, ``weights/NAME.safetensors`` or ``weights/NAME.json`` → the
+    ``.safetensors`` path; a folder holding exactly one model file → that file."""
     path = Path(path)
-    return path if path.suffix == SUFFIX else path.with_name(path.name + SUFFIX)
+    if path.is_dir():
+        found = sorted(path.glob("*" + SUFFIX))
+        if len(found) != 1:
+            raise UserError(f"a folder with {len(found)} model files (*{SUFFIX}); name one", path)
+        return found[0]
+    if path.suffix == SUFFIX:
+        return path
+    if path.suffix == ".json":
+        return path.with_suffix(SUFFIX)
+    return path.with_name(path.name + SUFFIX)
 
 
 def plain_module(model: nn.Module) -> nn.Module:

@@ -24,8 +24,18 @@ def label_colours(labels: np.ndarray) -> np.ndarray:
     return to_uint8(hsv2rgb(hsv))
 
 
-def overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Grey image (H, W) in [0, 1] with each label's contour drawn in its colour: (H, W, 3) uint8."""
+# Overlays of small images are enlarged (nearest neighbour) to at least this many pixels a side,
+# so that contours of small cells can be seen.
+MIN_OVERLAY_SIDE = 768
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, min_side: int = MIN_OVERLAY_SIDE) -> np.ndarray:
+    """Grey image (H, W) in [0, 1] with each label's contour drawn in its colour: (k·H, k·W, 3)
+    uint8, enlarged by the whole factor k that brings the shorter side to ``min_side`` (k ≥ 1)."""
+    k = max(1, -(-min_side // max(1, min(image.shape))))
+    if k > 1:
+        image = np.kron(image, np.ones((k, k), image.dtype))
+        labels = np.kron(labels, np.ones((k, k), labels.dtype))
     grey = to_uint8(image)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     edge = find_boundaries(labels, mode="inner")

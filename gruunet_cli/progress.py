@@ -42,6 +42,7 @@ class Progress:
         self.completed = 0
         self.values: dict[str, Any] = {}
         self._bar: RichProgress | None = None
+        self._printed = -1  # the count of the last plain line
         self._task = None
         self._start, self._last_line = 0.0, -float("inf")  # the first update prints a line
 
@@ -52,7 +53,7 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
-        elif not self.terminal and not self.disable and self.completed and exc[0] is None:
+        elif not self.terminal and not self.disable and self.completed != self._printed and exc[0] is None:
             self._line()
 
     def _text(self) -> str:
@@ -67,6 +68,14 @@ class Progress:
         print(f"{self.description} {self.completed}/{self.total} ({pct:.0f}%) {rate:.3g}/s elapsed {_clock(elapsed)} "
               f"ETA {eta_s}  {self._text()}".rstrip(), file=sys.stderr, flush=True)
         self._last_line = time.perf_counter()
+        self._printed = self.completed
+
+    def log(self, text: str) -> None:
+        """A line above the bar (or in the log)."""
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
 
     def update(self, completed: int | None = None, advance: int = 0, **values: Any) -> None:
         """Set the count (or advance it) and any extra field values."""

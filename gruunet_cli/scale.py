@@ -59,6 +59,30 @@ def factor(model_diameter: float | None, diameter: float | None, auto: bool) -> 
     return float(np.clip(f, 1 / MAX_AUTO, MAX_AUTO)) if auto else f
 
 
+# With --diameter auto, a first pass that finds cells smaller than the model's also looks at the
+# image shrunk by these factors: when large cells break into fragments at full size, the
+# fragments look small, but shrunk the cells have about the size the model knows.
+PROBE_SCALES = (0.5, 0.25)
+MIN_PROBE_SIDE = 48  # px: smaller probe images say nothing
+
+
+def best_probe(model_diameter: float, measured: dict[float, float | None]) -> tuple[float, float] | None:
+    """Of the probes (image scale → median cell diameter measured at that scale, None when no
+    cells), the one whose cells came out closest to the model's size (in log ratio), as
+    (scale, diameter in the original image's pixels). None when no probe found cells.
+
+    >>> best_probe(17.0, {1.0: 9.0, 0.5: 12.0, 0.25: 16.0})  # fragments at 1x: 64 px cells
+    (0.25, 64.0)
+    >>> best_probe(17.0, {1.0: 9.0, 0.5: 5.0, 0.25: None})  # small cells: 9 px
+    (1.0, 9.0)
+    """
+    found = {s: d for s, d in measured.items() if d}
+    if not found:
+        return None
+    s = min(found, key=lambda k: (abs(np.log(found[k] / model_diameter)), -k))
+    return s, found[s] / s
+
+
 def resize_plane(image: np.ndarray, f: float) -> np.ndarray:
     """(*Z, H, W) → (*Z, round(f·H), round(f·W)) float32, bilinear (area-smoothed when shrinking)."""
     shape = (*image.shape[:-2], *(max(1, int(round(s * f))) for s in image.shape[-2:]))

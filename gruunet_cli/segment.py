@@ -99,26 +99,57 @@ class Predictor:
 
         ``p_fg`` (*S): the image's foreground probability when already computed. With
         ``opts.diameter`` the image is first resized in-plane so that its cells have the size
-        the model was trained on; labels are found at that scale and resized back.
+        the model was trained on; labels are found at that scale and resized back. What was
+        measured and used is left in ``self.last_scale`` (diameter, factor).
         """
+        self.last_scale: dict[str, float | None] = {"diameter": None, "factor": 1.0}
+
         def as_is() -> np.ndarray:
             return self.labels_from(self.probabilities(image)[0] if p_fg is None else p_fg, image)
 
-        if self.opts.diameter is None or not self.meta.object_diameter:  # auto needs the training size
+        model_d = self.meta.object_diameter
+        if self.opts.diameter is None or not model_d:  # auto needs the training size
             return as_is()
         auto = self.opts.diameter == "auto"
         first = as_is() if auto else None  # the first pass measures the cells
-        diameter = scale.object_diameter([first]) if auto else float(self.opts.diameter)
-        f = scale.factor(self.meta.object_diameter, diameter, auto)
+        diameter = self.estimate_diameter(image, first) if auto else float(self.opts.diameter)
+        f = scale.factor(model_d, diameter, auto)
+        self.last_scale = {"diameter": diameter, "factor": f or 1.0}
         if f is None:  # already about the training size
             return first if first is not None else as_is()
-        resized = scale.resize_plane(image, f)
-        return scale.labels_to_shape(self.labels_from(self.probabilities(resized)[0], resized), image.shape)
+        return self.labels_at(image, f)
 
-    def labels_from(self, p_fg: np.ndarray, image: np.ndarray) -> np.ndarray:
-        """Instance labels from this image's foreground probability (*S)."""
+    def labels_at(self, image: np.ndarray, f: float) -> np.ndarray:
+        """Labels found on the image resized in-plane by ``f``, brought back to its shape."""
+        resized = scale.resize_plane(image, f)
+        return scale.labels_to_shape(self.labels_from(self.probabilities(resized)[0], resized, f), image.shape)
+
+    def estimate_diameter(self, image: np.ndarray, first: np.ndarray) -> float | None:
+        """Median cell diameter (px) of ``image`` for ``--diameter auto``, from the first pass's
+        labels ``first``; when those cells look smaller than the model's, also from the image
+        shrunk by `scale.PROBE_SCALES` (large cells that fragment look small at full size)."""
+        model_d = self.meta.object_diameter
+        measured = {1.0: scale.object_diameter([first])}
+        if measured[1.0] is None or measured[1.0] < model_d / scale.TOLERANCE:
+            for s in scale.PROBE_SCALES:
+                if min(image.shape[-2:]) * s >= scale.MIN_PROBE_SIDE:
+                    measured[s] = scale.object_diameter([self.labels_at_scale(image, s)])
+        best = scale.best_probe(model_d, measured)
+        return None if best is None else best[1]
+
+    def labels_at_scale(self, image: np.ndarray, s: float) -> np.ndarray:
+        """Labels of the image resized by ``s``, at that scale (for measuring)."""
+        resized = scale.resize_plane(image, s)
+        return self.labels_from(self.probabilities(resized)[0], resized, s)
+
+    def labels_from(self, p_fg: np.ndarray, image: np.ndarray, f: float = 1.0) -> np.ndarray:
+        """Instance labels from this image's foreground probability (*S); ``f``: how much the image
+        was resized in-plane, so that ``min_size`` stays in the original image's pixels."""
+        post = self.post
+        if f != 1.0:
+            post = dataclasses.replace(post, min_size=int(round(post.min_size * f * f)))
         # A 2D model's slices are linked by 3D connectivity; growth stays in-plane there.
-        return instances.probability_to_labels(p_fg, self.post, in_plane=image.ndim == 3 and self.dims == 2)
+        return instances.probability_to_labels(p_fg, post, in_plane=image.ndim == 3 and self.dims == 2)
 
 
 def check_image(path: Path, image: np.ndarray, dims: int) -> None:
@@ -207,11 +238,14 @@ def run(
     overlay_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
     on_note: Callable[[str], None] | None = None,
+    on_scale: Callable[[str, dict], None] | None = None,
 ) -> list[Path]:
     """Segment ``source`` (see `input_jobs`) into ``out_dir`` (``maskNNN.tif`` or ``NAME_masks.tif``).
 
     Frames whose mask exists (readable, of the input's size) are skipped unless ``opts.overwrite``.
-    ``on_note(text)`` hears how channels were handled (once per kind). ``iterations_dir`` receives
+    ``on_note(text)`` hears how channels were handled (once per kind); ``on_scale(name, info)``
+    the cell diameter measured and the resize factor used for each image (also written to
+    ``out_dir/scales.csv`` when rescaling is on). ``iterations_dir`` receives
     the per-step maps of the first segmented frame; ``overlay_dir`` one PNG per frame.
     ``progress(name)`` is called after each frame. Returns the masks written.
     """
@@ -222,6 +256,7 @@ def run(
             writable_dir(folder)
     predictor = Predictor(Path(weights), opts)
     written: list[Path] = []
+    scales: list[dict[str, object]] = []
     notes: set[str] = set()
     want_iterations = iterations_dir is not None
     for job in jobs:
@@ -246,12 +281,52 @@ def run(
             labels = predictor.labels(image)
         ctc.write_mask(job.target, labels)
         written.append(job.target)
+        scales.append({"image": job.name, "mask": job.target.name, **predictor.last_scale})
+        if on_scale is not None and opts.diameter is not None:
+            on_scale(job.name, predictor.last_scale)
         if overlay_dir is not None:
             stem = job.target.stem.replace("mask", "overlay", 1) if job.target.stem.startswith("mask") else job.path.stem
             write_overlay(Path(overlay_dir) / f"{stem}.png", image, labels, predictor.meta.norm)
         if progress:
             progress(job.name)
+    if scales and opts.diameter is not None:
+        write_scales(Path(out_dir) / SCALES_FILE, scales)
     return written
+
+
+SCALES_FILE = "scales.csv"
+
+
+def describe_scale(name: str, info: dict) -> str:
+    """One line per image: the diameter measured (or given) and the factor used."""
+    d, f = info.get("diameter"), info.get("factor") or 1.0
+    size = "no cells found to measure" if d is None else f"cell diameter {d:.1f} px"
+    return f"{name}: {size}, " + ("segmented as it is" if f == 1.0 else f"resized {f:.2f}x")
+
+
+def write_scales(path: Path, rows: list[dict[str, object]]) -> None:
+    """Per image: the cell diameter measured (or given) and the resize factor used, as CSV. Rows of
+    images segmented in an earlier run into the same folder are kept."""
+    import csv
+    import io
+
+    old: dict[str, dict[str, object]] = {}
+    if path.is_file():
+        try:
+            old = {r["mask"]: r for r in csv.DictReader(path.read_text().splitlines())}
+        except (OSError, KeyError, csv.Error):
+            old = {}
+    for r in rows:
+        d = r["diameter"]
+        old[str(r["mask"])] = {"image": r["image"], "mask": r["mask"],
+                               "diameter": "" if d is None else f"{d:.2f}", "factor": f"{r['factor']:.4f}"}
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["image", "mask", "diameter", "factor"])
+    w.writeheader()
+    w.writerows(old[k] for k in sorted(old))
+    from .atomic import write_text
+
+    write_text(path, buf.getvalue())
 
 
 def with_post_overrides(meta_post: PostConfig, **overrides) -> PostConfig:

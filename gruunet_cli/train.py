@@ -29,7 +29,7 @@ from .errors import UserError
 from .loss import compute_loss
 from .model import build_model, count_parameters
 from .prefetch import SamplingConfig, make_loader
-from .runtime import autocast, resolve_device
+from .runtime import autocast, resolve_device, set_threads
 from .sources import Layout, Source
 from .validation import ValScores, validate
 
@@ -57,6 +57,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     checkpoint_interval: int = 500
+    threads: int | None = None  # CPU threads (None: the free cores)
     init: str | None = None  # model file whose weights start the run (fine-tuning)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     norm: NormConfig = field(default_factory=NormConfig)
@@ -143,7 +144,7 @@ def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, st
 # Options a resumed run may change: it may run longer, wait longer for a better validation,
 # score validations with other post-processing (which re-scores the best model so far), or use
 # another number of augmentation workers (batches do not depend on it).
-EXTENDABLE = ("iterations", "patience", "post", "workers")
+EXTENDABLE = ("iterations", "patience", "post", "workers", "threads")
 
 
 def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
@@ -160,10 +161,15 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
         raise UserError(f"cannot resume from this checkpoint: {why}", path) from None
     if not isinstance(blob, dict) or not {"model", "optimizer", "state", "config"} <= set(blob):
         raise UserError("cannot resume from this checkpoint: not a gruunet checkpoint", path)
+    # A checkpoint of an older version lacks newer fields: they must have their default values.
+    defaults = to_dict(TrainConfig())
+    saved = {**{k: v for k, v in defaults.items() if k not in blob["config"]}, **blob["config"]}
     fixed = lambda c: {k: v for k, v in c.items() if k not in EXTENDABLE}  # noqa: E731
-    if fixed(blob["config"]) != fixed(to_dict(cfg)):
-        raise UserError("checkpoint was made with another configuration; resume with the same options "
-                        "(only --iterations, --patience, --workers and the post-processing may change)", path)
+    if fixed(saved) != fixed(to_dict(cfg)):
+        changed = sorted(k for k in fixed(saved) if saved.get(k) != to_dict(cfg).get(k))
+        raise UserError(f"checkpoint was made with other options ({', '.join(changed)}); resume with the same "
+                        "options (only --iterations, --patience, --workers, --threads and the post-processing "
+                        "may change)", path)
     modelfile.plain_module(model).load_state_dict(blob["model"])
     opt.load_state_dict(blob["optimizer"])
     return TrainState(**blob["state"]), blob["config"]
@@ -243,6 +249,7 @@ def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
     before step i (a hook; tests raise KeyboardInterrupt there to simulate Ctrl-C).
     """
     device = resolve_device(cfg.device)
+    threads = set_threads(cfg.threads)
     dinfo = distributed.init_from_env(device.type)
     if dinfo.enabled and device.type == "cuda":
         device = torch.device("cuda", dinfo.local_rank)
@@ -275,7 +282,7 @@ def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
                          world=dinfo.world, pin_memory=device.type == "cuda", norm=cfg.norm)
     use_fp16 = cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
-    extra = {"parameters": count_parameters(model), "device": str(device), "world_size": dinfo.world,
+    extra = {"parameters": count_parameters(model), "device": str(device), "world_size": dinfo.world, "threads": threads,
              "object_diameter": prep.object_diameter, "ignored": prep.ignored,
              "train_frames": [r.name for refs in prep.train for r in refs], "val_frames": [f.name for f in val_frames]}
 

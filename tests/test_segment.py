@@ -223,3 +223,29 @@ def test_diameter_applies_to_the_iterations_frame_too(tmp_path: Path) -> None:
     segment.run(src, tmp_path / "b", demo.WEIGHTS, opts, iterations_dir=tmp_path / "it")
     a, b = (tifffile.imread(tmp_path / d / "mask000.tif") for d in ("a", "b"))
     assert a.max() > 10 and np.array_equal(a, b)
+
+
+@pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+def test_auto_diameter_finds_large_cells() -> None:
+    """Cells 2.5x the training size: auto must shrink the image about as much as the true
+    diameter would, and score about as well (it must not enlarge it because of fragments)."""
+    image, truth = shrunk_validation_rows(2.5)
+    true_d = scale.object_diameter([truth])
+    scores, used = {}, {}
+    for d in ("auto", true_d):
+        p = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu", diameter=d))
+        scores[d] = metrics.seg_score(metrics.match_objects(truth, p.labels(image)).jaccard)
+        used[d] = p.last_scale["factor"]
+    assert used["auto"] < 1 and used["auto"] == pytest.approx(used[true_d], rel=0.3), used
+    assert scores["auto"] >= scores[true_d] - 0.05, scores
+
+
+def test_min_size_counts_in_the_images_own_pixels(tmp_path: Path) -> None:
+    weights = random_model_file(tmp_path, post=PostConfig(min_size=15, split=False))
+    p = segment.Predictor(weights, segment.SegmentOptions(device="cpu"))
+    prob = np.zeros((40, 40), np.float32)
+    prob[5:11, 5:11] = 1.0  # 36 px at a 2x enlarged scale: 9 px of the original image
+    prob[20:30, 20:30] = 1.0  # 100 px there: 25 px of the original
+    at_scale = p.labels_from(prob, prob, f=2.0)
+    assert np.unique(at_scale[5:11, 5:11]).tolist() == [0] and at_scale[25, 25] > 0
+    assert p.labels_from(prob, prob)[8, 8] > 0  # at the image's own scale 36 px stay
