@@ -286,6 +286,10 @@ def reproduce(
     workers: Annotated[int, typer.Option(min=0, help="Augmentation worker processes.")] = 2,
     unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels.")] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue each model from its checkpoint under OUT (runs across sessions).")] = False,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run just this model, e.g. gruu-net-01 or u-net-02 (repeatable).")] = None,
+    patience: Annotated[int, typer.Option(min=1, help="Stop after N validations without a better SEG.")] = 10,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: the free cores).")] = None,
 ) -> None:
     """The paper's CTC protocol: train on one video, test on the other, both ways, GRUU-Net vs U-Net."""
     from . import reproduce as rp
@@ -298,8 +302,9 @@ def reproduce(
     first = rp.sequences(dataset)[0]
     dims = tr.guess_dims(list(tr.TrainData.ctc(dataset / first, dataset / f"{first}_GT").sources))
     base = tr.TrainConfig(model=ModelConfig(dims=dims, unet_base=unet_base), iterations=iterations, crop=crop,
-                          val_interval=val_interval, workers=workers, device=device)
-    rp.run(dataset, out, base, ablation, SegmentOptions(device=device), log=typer.echo)
+                          val_interval=val_interval, workers=workers, device=device, patience=patience, threads=threads)
+    rp.run(dataset, out, base, ablation, SegmentOptions(device=device, threads=threads), log=typer.echo, resume=resume,
+           only=tuple(only or ()))
     typer.echo((out / "table.md").read_text())
 
 

@@ -25,13 +25,27 @@ class Method:
     name: str
     arch: Arch
     loss: LossName
+    ignore_unannotated: bool = True  # partial GT: unannotated cells left out of the loss
+
+    @property
+    def slug(self) -> str:
+        return self.name.lower().replace(" ", "-").replace("(", "").replace(")", "")
 
 
 METHODS = [Method("GRUU-Net", Arch.gruunet, LossName.nfl), Method("U-Net", Arch.unet, LossName.wce)]
 ABLATION = [Method("GRUU-Net (focal loss)", Arch.gruunet, LossName.fl),
             Method("GRUU-Net (weighted CE)", Arch.gruunet, LossName.wce),
-            Method("U-Net (normalized focal loss)", Arch.unet, LossName.nfl)]
-COLUMNS = ["method", "train", "test", "SEG", "DET", "Dice", "Hausdorff", "iterations", "train_s"]
+            Method("U-Net (normalized focal loss)", Arch.unet, LossName.nfl),
+            Method("GRUU-Net (no ignore mask)", Arch.gruunet, LossName.nfl, ignore_unannotated=False)]
+COLUMNS = ["method", "train", "test", "SEG", "DET", "Dice", "Hausdorff", "iterations", "train_s", "paper_SEG", "paper_Dice"]
+
+# The paper's Table 4 (Wollmann et al. 2019), by (dataset, method, test video): (SEG, Dice).
+PAPER = {
+    ("Fluo-N2DH-GOWT1", "GRUU-Net", "01"): (0.888, 0.901),
+    ("Fluo-N2DH-GOWT1", "GRUU-Net", "02"): (0.929, 0.956),
+    ("Fluo-N2DH-GOWT1", "U-Net", "01"): (0.814, None),
+    ("Fluo-N2DH-GOWT1", "U-Net", "02"): (0.832, None),
+}
 
 
 def sequences(dataset: Path) -> list[str]:
@@ -44,27 +58,52 @@ def sequences(dataset: Path) -> list[str]:
 
 def run(dataset: Path, out: Path, base: train.TrainConfig, ablation: bool = False,
         seg_opts: segment.SegmentOptions = segment.SegmentOptions(),
-        log: Callable[[str], None] = print) -> list[dict[str, object]]:
-    """Train/test both ways per method; returns the table rows (also written to ``out/table.{md,csv}``)."""
+        log: Callable[[str], None] = print, resume: bool = False,
+        only: tuple[str, ...] = ()) -> list[dict[str, object]]:
+    """Train/test both ways per method; returns the table rows (also written to ``out/table.{md,csv}``).
+
+    ``resume``: each model continues from its checkpoint under ``out/models`` (a finished one is
+    just re-read), so the protocol can run across sessions. ``only``: run just these
+    ``SLUG-TRAINSEQ`` models (e.g. ``gruu-net-01``); the table then holds the rows done so far.
+    """
     dataset, out = Path(dataset), Path(out)
     a, b = sequences(dataset)
     rows: list[dict[str, object]] = []
     for method in METHODS + (ABLATION if ablation else []):
-        slug = method.name.lower().replace(" ", "-").replace("(", "").replace(")", "")
-        cfg = dataclasses.replace(base, loss=method.loss, model=dataclasses.replace(train.default_model(method.arch, base.model.dims),
-                                                                                     unet_base=base.model.unet_base))
+        cfg = dataclasses.replace(base, loss=method.loss, ignore_unannotated=method.ignore_unannotated,
+                                  model=dataclasses.replace(train.default_model(method.arch, base.model.dims),
+                                                            unet_base=base.model.unet_base))
         for tr_seq, te_seq in ((a, b), (b, a)):
+            key = f"{method.slug}-{tr_seq}"
+            model_out = out / "models" / key
+            if only and key not in only:
+                continue
             log(f"{method.name}: train on {tr_seq}, test on {te_seq}")
-            model_out = out / "models" / f"{slug}-{tr_seq}"
-            result = train.run(cfg, train.TrainData.ctc(dataset / tr_seq, dataset / f"{tr_seq}_GT"), model_out)
-            res_dir = out / "results" / f"{slug}-{tr_seq}" / f"{te_seq}_RES"
+            ckpt = train.output_paths(model_out)["checkpoint"]
+            result = train.run(cfg, train.TrainData.ctc(dataset / tr_seq, dataset / f"{tr_seq}_GT"), model_out,
+                               resume=resume and ckpt.is_file())
+            if result.interrupted:
+                break
+            res_dir = out / "results" / key / f"{te_seq}_RES"
             segment.run(dataset / te_seq, res_dir, result.model_path, dataclasses.replace(seg_opts, overwrite=True))
             report = evaluate(res_dir, dataset / f"{te_seq}_GT")
+            paper = PAPER.get((dataset.name, method.name, te_seq), (None, None))
             rows.append({"method": method.name, "train": tr_seq, "test": te_seq, "SEG": report.seg, "DET": report.det,
                          "Dice": report.dice, "Hausdorff": report.hausdorff, "iterations": result.iterations,
-                         "train_s": round(result.rows[-1]["elapsed_s"], 1) if result.rows else None})
+                         "train_s": round(result.rows[-1]["elapsed_s"], 1) if result.rows else None,
+                         "paper_SEG": paper[0], "paper_Dice": paper[1]})
     write_tables(out, dataset.name, rows)
     return rows
+
+
+def _number(v: str | None) -> object:
+    """A CSV cell back as a number where it is one."""
+    if v in (None, ""):
+        return None
+    try:
+        return float(v) if any(c in v for c in ".eE") or v in ("nan", "inf") else int(v)
+    except ValueError:
+        return v
 
 
 def _fmt(v: object) -> str:
@@ -74,6 +113,17 @@ def _fmt(v: object) -> str:
 
 
 def write_tables(out: Path, title: str, rows: list[dict[str, object]]) -> None:
+    """``out/table.md`` and ``.csv``; rows of models not run this time are kept from the old CSV."""
+    old = out / "table.csv"
+    if old.is_file():
+        done = {(r["method"], r["train"]) for r in rows}
+        kept = [r for r in csv.DictReader(io.StringIO(old.read_text())) if (r["method"], r["train"]) not in done]
+        for r in kept:
+            for k in COLUMNS[3:]:  # the measured columns; method, train and test stay text
+                r[k] = _number(r.get(k))
+        rows = sorted(kept + rows, key=lambda r: ([m.name for m in METHODS + ABLATION].index(r["method"])
+                                                  if r["method"] in [m.name for m in METHODS + ABLATION] else 99,
+                                                  str(r["train"])))
     lines = [f"# {title}: train on one video, test on the other", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |" for r in rows]

@@ -52,6 +52,10 @@ def test_reproduce_runs_end_to_end(tmp_path: Path) -> None:
     table = (tmp_path / "out" / "table.md").read_text()
     assert "| GRUU-Net | 01 | 02 |" in table
     assert (tmp_path / "out" / "table.csv").read_text().splitlines()[0].startswith("method,train,test,SEG")
+    again = reproduce.run(ds, tmp_path / "out", base, seg_opts=SegmentOptions(device="cpu", tile=64), log=lambda _: None,
+                          resume=True, only=("u-net-02",))  # a finished model is re-read, not retrained
+    assert [(r["method"], r["train"]) for r in again] == [("U-Net", "02")] and again[0]["SEG"] == rows[3]["SEG"]
+    assert len((tmp_path / "out" / "table.csv").read_text().splitlines()) == 5  # the other rows are kept
 
 
 def test_ctc_scripts_run_from_sw(tmp_path: Path) -> None:
