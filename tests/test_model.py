@@ -89,6 +89,7 @@ def discs_image(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(img, dtype=torch.float32)[None, None], torch.tensor(lab)[None]
 
 
+@pytest.mark.slow
 def test_overfits_one_image() -> None:
     """AMSGrad + normalized focal loss fit one 64×64 image to Dice > 0.95 (eval mode) in ≤ 150 steps."""
     torch.manual_seed(0)

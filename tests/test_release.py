@@ -38,6 +38,7 @@ def test_weight_cards_describe_their_files() -> None:
         assert str(meta.training["iterations_run"]) in card and "gruunet train" in card
 
 
+@pytest.mark.slow
 def test_reproduce_runs_end_to_end(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     ds = tmp_path / "Synthetic-DS"
