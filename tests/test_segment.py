@@ -145,7 +145,7 @@ def test_cli_errors(tmp_path: Path) -> None:
     src.mkdir()
     r = runner.invoke(app, ["segment", str(src), str(tmp_path / "res"), "--weights", str(weights)])
     assert r.exit_code == 2 and "no images here (tNNN.tif frames, or .tif/.png/.jpg files)" in r.output
-    tifffile.imwrite(src / "t000.tif", np.zeros((2, 3, 4, 5), np.float32))
+    tifffile.imwrite(src / "t000.tif", np.zeros((2, 3, 4, 5), np.float32), photometric="minisblack")
     r = runner.invoke(app, ["segment", str(src), str(tmp_path / "res"), "--weights", str(weights), "--device", "cpu"])
     assert r.exit_code == 2 and "t000.tif: expected a 2D or 3D grey image" in r.output
     r = runner.invoke(app, ["segment", str(src), str(tmp_path / "res"), "--weights", str(tmp_path / "missing")])
