@@ -88,8 +88,8 @@ class PostConfig:
     grow_threshold: float = 0.5  # = threshold: grow only into the ring (a lower value inflated objects on validation)
 
     def __post_init__(self) -> None:
-        if not (0.0 <= self.threshold <= 1.0 and 0.0 <= self.grow_threshold <= 1.0):
-            raise ValueError("thresholds must lie in 0..1")
+        if not (-1.0 <= self.threshold <= 1.0 and -1.0 <= self.grow_threshold <= 1.0):  # below 0: all foreground
+            raise ValueError("thresholds must lie in -1..1")
         if self.min_size < 0 or self.grow < 0 or self.split_h < 0 or self.split_sigma < 0:
             raise ValueError("min_size, grow, split_h and split_sigma must not be negative")
 

@@ -104,7 +104,7 @@ def test_resume_with_other_post_processing_rescores_the_best_model(sequence: Tra
     from gruunet_cli.validation import validate
 
     first = run(small(iterations=4, val_interval=2), sequence, tmp_path / "m")
-    post = PostConfig(threshold=0.0, split=False, min_size=1)  # one image-sized object: SEG > 0 however poor the net
+    post = PostConfig(threshold=-1.0, split=False, min_size=1)  # one image-sized object: SEG > 0 however poor the net
     again = run(small(iterations=4, val_interval=2, post=post), sequence, tmp_path / "m", resume=True)
     model, meta = modelfile.load(output_paths(tmp_path / "m")["model"])
     val = [r.load(meta.norm) for r in split(scan(sequence.sources[0], 2).refs)[1]]
