@@ -308,3 +308,31 @@ def test_sigterm_during_training_saves_and_exits_143(tmp_path: Path) -> None:
                             "--crop", "32", "--workers", "1", "--device", "cpu", "--checkpoint-interval", "100000",
                             "--val-interval", "100000", "--resume"])
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bit_exact(tmp_path: Path) -> None:
+    images, gt = sequence(tmp_path, n=3, shape=(64, 64))
+    common = ["--crop", "32", "--workers", "1", "--device", "cpu", "--threads", "1", "--checkpoint-interval", "3",
+              "--val-interval", "1000"]
+    straight = tmp_path / "straight"
+    r = runner.invoke(app, ["train", str(images), str(gt), "--out", str(straight), "--iterations", "12", *common])
+    assert r.exit_code == 0, r.output
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "gruunet_cli", "train", str(images), str(gt), "--out", str(killed), "--iterations", "12",
+           *common]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = output_paths(killed)["checkpoint"]
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:  # kill -9 once a checkpoint exists, mid-run
+        if ckpt.is_file() and 3 <= torch.load(ckpt, weights_only=True)["state"]["iteration"] < 12:
+            proc.kill()
+            break
+        time.sleep(0.2)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    r = runner.invoke(app, ["train", str(images), str(gt), "--out", str(killed), "--iterations", "12", *common, "--resume"])
+    assert r.exit_code == 0, r.output
+    a = torch.load(output_paths(straight)["checkpoint"], weights_only=True)["model"]
+    b = torch.load(ckpt, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
