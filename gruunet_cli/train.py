@@ -88,7 +88,7 @@ class Prepared:
     """The frames a run trains and validates on, and what the model file says about them."""
 
     train: list[list[data.FrameRef]]  # per source, loaded lazily by the workers
-    val: list[data.Frame]
+    val: list[data.FrameRef]  # loaded one at a time at each validation, so memory does not grow with them
     crop: int
     object_diameter: float | None
     ignored: dict[str, int]  # unannotated cells / pixels left out of the loss (partial GT)
@@ -227,7 +227,6 @@ def prepare(cfg: TrainConfig, src: TrainData) -> Prepared:
     kept = {r for refs in train for r in refs}
     stats = [st for sf in scanned for r, st in zip(sf.refs, sf.stats) if r in kept]
     diameters = np.concatenate([st.diameters for st in stats] or [np.zeros(0)])
-    val = [r.load(cfg.norm) for r in val_refs]
     ignored = {"cells": 0, "pixels": 0, "frames": 0}
     for ref in (r for r in kept if r.markers is not None):
         frame = ref.load(cfg.norm)
@@ -235,7 +234,7 @@ def prepare(cfg: TrainConfig, src: TrainData) -> Prepared:
             ignored["cells"] += frame.ignored_cells
             ignored["pixels"] += int(frame.ignore.sum())
             ignored["frames"] += 1
-    return Prepared(train, val, cfg.crop or data.auto_crop(stats),
+    return Prepared(train, val_refs, cfg.crop or data.auto_crop(stats),
                     float(np.median(diameters)) if diameters.size else None, ignored)
 
 
@@ -269,7 +268,7 @@ def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
         if before["post"] != to_dict(cfg.post) and state.best_iteration and dinfo.main:
             # The best SEG so far was scored with other post-processing: score it again.
             best, _ = modelfile.load(paths["model"], device)
-            state.best_seg = validate(best, val_frames, device, cfg.post, cfg.gamma, cfg.amp).seg
+            state.best_seg = validate(best, val_frames, device, cfg.post, cfg.gamma, cfg.amp, cfg.norm).seg
     net: nn.Module = model
     if dinfo.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -319,7 +318,7 @@ def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
                     stop = False
                     if dinfo.main:
                         state.elapsed_s = time.perf_counter() - t_start
-                        scores = validate(model, val_frames, device, cfg.post, cfg.gamma, cfg.amp)
+                        scores = validate(model, val_frames, device, cfg.post, cfg.gamma, cfg.amp, cfg.norm)
                         stop = _record(state, scores, interval, cfg, model, paths, src, crop, extra)
                         interval = {"loss": 0.0, "steps": 0, "wait": 0.0, "time": 0.0}
                     if distributed.broadcast_flag(stop, dinfo, device):

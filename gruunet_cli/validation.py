@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from . import metrics
-from .config import PostConfig
-from .data import Frame
+from .config import NormConfig, PostConfig
+from .data import Frame, FrameRef
 from .instances import probability_to_labels
 from .runtime import foreground_fn
 from .tiling import predict_tiled
@@ -31,15 +31,17 @@ def foreground_probability(model: nn.Module, image: np.ndarray, device: torch.de
     return predict_tiled(foreground_fn(model, device, amp), image, tiles, (64,) * image.ndim, align=model.cfg.multiple)[0]
 
 
-def validate(model: nn.Module, frames: list[Frame], device: torch.device, post: PostConfig, gamma: float = 2.0,
-             amp: bool = True) -> ValScores:
-    """Scores of ``model`` on whole validation frames (restores the model's train/eval mode)."""
+def validate(model: nn.Module, frames: list[Frame | FrameRef], device: torch.device, post: PostConfig,
+             gamma: float = 2.0, amp: bool = True, norm: NormConfig = NormConfig()) -> ValScores:
+    """Scores of ``model`` on whole validation frames (restores the model's train/eval mode).
+    `FrameRef`s are loaded one at a time (with ``norm``) and let go after scoring."""
     was_training = model.training
     model.eval()
     w_sum = nll_sum = inter = fg_total = jac_sum = 0.0
     objects = 0
     in_plane = False
-    for f in frames:
+    for item in frames:
+        f = item.load(norm) if isinstance(item, FrameRef) else item
         p = foreground_probability(model, f.image, device, amp=amp)
         truth = f.labels > 0
         known = np.ones_like(truth) if f.ignore is None else ~f.ignore  # unannotated cells are not scored

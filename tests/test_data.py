@@ -128,7 +128,7 @@ def test_split_is_per_source_and_one_frame_splits_in_space(tmp_path: Path) -> No
     prep = prepare(cfg, TrainData((Source(Layout.stardist, sd), Source(Layout.stardist, one))))
     assert [len(refs) for refs in prep.train] == [6, 1]
     assert sorted(f.name for f in prep.val) == ["one:img0[val rows]", "sd:img3", "sd:img7"]
-    rows = next(f for f in prep.val if f.name.startswith("one:"))
+    rows = next(f for f in prep.val if f.name.startswith("one:")).load(NormConfig())
     assert rows.image.shape == (20, 64)  # the last 25% of 80 rows
     assert prep.train[1][0].load(NormConfig()).image.shape == (60, 64)
 
