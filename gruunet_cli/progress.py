@@ -43,6 +43,7 @@ class Progress:
         self.values: dict[str, Any] = {}
         self._bar: RichProgress | None = None
         self._printed = -1  # the count of the last plain line
+        self._first: int | None = None  # the count before the first update
         self._task = None
         self._start, self._last_line = 0.0, -float("inf")  # the first update prints a line
 
@@ -61,7 +62,8 @@ class Progress:
 
     def _line(self) -> None:
         elapsed = time.perf_counter() - self._start
-        rate = self.completed / elapsed if elapsed > 0 else 0.0
+        done = self.completed - (self._first or 0)  # a resumed run starts past 0
+        rate = done / elapsed if elapsed > 0 and done > 0 else 0.0
         eta = (self.total - self.completed) / rate if rate > 0 else float("nan")
         pct = 100 * self.completed / self.total if self.total else 100.0
         eta_s = _clock(eta) if eta == eta else "?"
@@ -79,6 +81,8 @@ class Progress:
 
     def update(self, completed: int | None = None, advance: int = 0, **values: Any) -> None:
         """Set the count (or advance it) and any extra field values."""
+        if self._first is None:  # the count before this run's first step (a resumed run starts past 0)
+            self._first = completed - 1 if completed is not None else self.completed
         self.completed = completed if completed is not None else self.completed + advance
         self.values.update(values)
         if self.disable:
