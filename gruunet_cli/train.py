@@ -247,8 +247,8 @@ def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
     ``progress(iteration, stats)`` is called after every step on the main rank; ``on_step(i)``
     before step i (a hook; tests raise KeyboardInterrupt there to simulate Ctrl-C).
     """
+    threads = set_threads(cfg.threads)  # first: the denormal flush below must reach every torch thread
     device = resolve_device(cfg.device)
-    threads = set_threads(cfg.threads)
     dinfo = distributed.init_from_env(device.type)
     if dinfo.enabled and device.type == "cuda":
         device = torch.device("cuda", dinfo.local_rank)
