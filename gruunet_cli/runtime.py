@@ -30,13 +30,18 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def free_cores() -> int:
-    """CPU cores this process may use that other processes do not keep busy: the cores it is
-    allowed to run on less the 1-minute load average (at least 1). On a busy machine torch's
+    """CPU cores this process may use that other processes do not keep busy right now: the cores
+    it is allowed to run on less the other runnable processes (``/proc/loadavg``'s running count,
+    less this process; elsewhere the 1-minute load average), at least 1. On a busy machine torch's
     default (one thread per core) made a 2D model 10x slower than one thread."""
     import os
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    try:
+        with open("/proc/loadavg") as f:
+            busy = float(f.read().split()[3].split("/")[0]) - 1  # runnable now, less ourselves
+    except (OSError, IndexError, ValueError):
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return max(1, min(cores, int(cores - busy + 0.5)))
 
 

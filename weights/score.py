@@ -28,15 +28,22 @@ SETS = {  # name: (images, reference)
 }
 
 
-def annotated_frames(images: Path, ref: Path, into: Path) -> Path:
-    """A folder of links to the frames of ``images`` that have a SEG reference."""
-    into.mkdir(parents=True, exist_ok=True)
-    frames = {int(m.group(1)) for p in (ref / "SEG").iterdir() if (m := re.match(r"man_seg_?(\d+)", p.name))}
-    for p in images.iterdir():
-        m = re.match(r"t(\d+)\.tif", p.name)
-        if m and int(m.group(1)) in frames and not (into / p.name).exists():
-            (into / p.name).symlink_to(p.resolve())
-    return into
+def annotated_frames(images: Path, ref: Path, into: Path, most: int | None = None) -> tuple[Path, Path]:
+    """A folder of links to the frames of ``images`` that have a SEG reference (the first ``most``
+    of them), and the reference folder to score them against (links to those frames' files)."""
+    frames = sorted({int(m.group(1)) for p in (ref / "SEG").iterdir() if (m := re.match(r"man_seg_?(\d+)", p.name))})
+    if most is not None:
+        frames = frames[:most]
+    img_dir, gt_dir = into / "frames", into / "GT"
+    for d in (img_dir, gt_dir / "SEG", gt_dir / "TRA"):
+        d.mkdir(parents=True, exist_ok=True)
+    for folder, pattern, target in ((images, r"t(\d+)\.tif", img_dir), (ref / "SEG", r"man_seg_?(\d+)", gt_dir / "SEG"),
+                                    (ref / "TRA", r"man_track(\d+)\.tif", gt_dir / "TRA")):
+        for p in folder.iterdir() if folder.is_dir() else ():
+            m = re.match(pattern, p.name)
+            if m and int(m.group(1)) in frames and not (target / p.name).exists():
+                (target / p.name).symlink_to(p.resolve())
+    return img_dir, gt_dir
 
 
 def dsb_validation(model: Path, into: Path) -> tuple[Path, Path]:
@@ -59,6 +66,7 @@ def main() -> None:
     ap.add_argument("model", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--sets", nargs="+", default=[*SETS, "dsb-val"])
+    ap.add_argument("--max-frames", type=int, help="score only the first N annotated frames of each CTC set")
     ap.add_argument("--val-from", type=Path, help="model file whose held-out DSB images make dsb-val (default: MODEL)")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `segment` options")
     args = ap.parse_args()
@@ -72,7 +80,7 @@ def main() -> None:
                                          work / "data")
         else:
             images, ref = SETS[name]
-            images = annotated_frames(images, ref, work / "frames")
+            images, ref = annotated_frames(images, ref, work, args.max_frames)
         res = work / "RES"
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "gruunet_cli", "segment", str(images), str(res), "--weights", str(model),
