@@ -260,6 +260,9 @@ def demo(
     out = out or Path(tempfile.mkdtemp(prefix="gruunet-demo-"))
     weights = weights or dm.WEIGHTS
     sample = sample or dm.SAMPLE
+    from .atomic import writable_dir
+
+    writable_dir(out)  # before any message or work
     console = Console(stderr=True)
     console.print(f"segmenting {sample / '02'} with {weights} (never trained on this image) ...")
     report, res, overlay = dm.run(out, sample, weights, opts=SegmentOptions(device=device, diameter=parse_diameter(diameter)),

@@ -25,6 +25,7 @@ SETS = {  # name: (images, reference)
     "hela02": (DATA / "Fluo-N2DL-HeLa/02", DATA / "Fluo-N2DL-HeLa/02_ST"),
     "gowt1-01": (DATA / "Fluo-N2DH-GOWT1/01", DATA / "Fluo-N2DH-GOWT1/01_GT"),
     "gowt1-02": (DATA / "Fluo-N2DH-GOWT1/02", DATA / "Fluo-N2DH-GOWT1/02_GT"),
+    "cho02": (DATA / "Fluo-N3DH-CHO/02", DATA / "Fluo-N3DH-CHO/02_ST"),
 }
 
 
@@ -66,13 +67,14 @@ def main() -> None:
     ap.add_argument("model", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--sets", nargs="+", default=[*SETS, "dsb-val"])
+    ap.add_argument("--tag", default="", help="suffix of the output folder per set (e.g. a --diameter value)")
     ap.add_argument("--max-frames", type=int, help="score only the first N annotated frames of each CTC set")
     ap.add_argument("--val-from", type=Path, help="model file whose held-out DSB images make dsb-val (default: MODEL)")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `segment` options")
     args = ap.parse_args()
     model = args.model if args.model.suffix == ".safetensors" else args.model.with_name(args.model.name + ".safetensors")
     for name in args.sets:
-        work = args.out / name
+        work = args.out / (name + args.tag)
         if name == "dsb-val":
             val_from = args.val_from or model
             images, ref = dsb_validation(val_from.with_suffix(".safetensors") if val_from.suffix == ".json" else
