@@ -199,7 +199,7 @@ def segment(
     source: Annotated[Path, typer.Argument(help="A CTC sequence folder (02/ with tNNN.tif), one image file (.tif, .png, .jpg), or a folder of images.", show_default=False)],
     out_dir: Annotated[Path, typer.Argument(help="Result folder: maskNNN.tif for CTC frames (e.g. 02_RES/), NAME_masks.tif for other images.", show_default=False)],
     weights: Annotated[Path | None, typer.Option(help="Model file (weights/NAME, NAME.safetensors, NAME.json or a folder with one model; default: the best shipped model).")] = None,
-    tile: Annotated[int, typer.Option(min=16, help="Tile side in pixels for sliding-window inference.")] = 512,
+    tile: Annotated[int | None, typer.Option(min=16, help="Tile side in pixels for sliding-window inference (default: the whole image when it fits 1.5 megapixels, else the fewest tiles).")] = None,
     tile_z: Annotated[int, typer.Option(min=1, help="Tile depth for 3D models.")] = 64,
     overlap: Annotated[int, typer.Option(min=0, help="Overlap between tiles in pixels (blended linearly).")] = 64,
     batch: Annotated[int | None, typer.Option(min=1, help="Tiles per forward pass (default: 1 on CPU, 4 on GPU).")] = None,
@@ -293,6 +293,7 @@ def reproduce(
     only: Annotated[list[str] | None, typer.Option("--only", help="Run just this model, e.g. gruu-net-01 or u-net-02 (repeatable).")] = None,
     patience: Annotated[int, typer.Option(min=1, help="Stop after N validations without a better SEG.")] = 10,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: the free cores).")] = None,
+    scale_to: Annotated[float | None, typer.Option(min=1.0, help="Train at a scale where cells are this many px (cheaper on a CPU); the test video is segmented at the same scale, its cells assumed the size of the training video's.")] = None,
 ) -> None:
     """The paper's CTC protocol: train on one video, test on the other, both ways, GRUU-Net vs U-Net."""
     from . import reproduce as rp
@@ -305,7 +306,8 @@ def reproduce(
     first = rp.sequences(dataset)[0]
     dims = tr.guess_dims(list(tr.TrainData.ctc(dataset / first, dataset / f"{first}_GT").sources))
     base = tr.TrainConfig(model=ModelConfig(dims=dims, unet_base=unet_base), iterations=iterations, crop=crop,
-                          val_interval=val_interval, workers=workers, device=device, patience=patience, threads=threads)
+                          val_interval=val_interval, workers=workers, device=device, patience=patience, threads=threads,
+                          scale_to=scale_to)
     rp.run(dataset, out, base, ablation, SegmentOptions(device=device, threads=threads), log=typer.echo, resume=resume,
            only=tuple(only or ()))
     typer.echo((out / "table.md").read_text())

@@ -13,11 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import segment, train
+import numpy as np
+
+from . import data, segment, train
 from .atomic import write_text
 from .config import Arch, LossName
 from .errors import UserError
 from .evaluate import evaluate
+from .progress import Progress
+from .sources import Source
 
 
 @dataclass(frozen=True)
@@ -80,12 +84,17 @@ def run(dataset: Path, out: Path, base: train.TrainConfig, ablation: bool = Fals
                 continue
             log(f"{method.name}: train on {tr_seq}, test on {te_seq}")
             ckpt = train.output_paths(model_out)["checkpoint"]
-            result = train.run(cfg, train.TrainData.ctc(dataset / tr_seq, dataset / f"{tr_seq}_GT"), model_out,
-                               resume=resume and ckpt.is_file())
+            src = train.TrainData.ctc(dataset / tr_seq, dataset / f"{tr_seq}_GT")
+            with Progress(f"training {key}", cfg.iterations, loss="loss {:.4f}") as bar:
+                result = train.run(cfg, src, model_out, resume=resume and ckpt.is_file(),
+                                   progress=lambda i, st: bar.update(completed=i, loss=st["loss"]))
             if result.interrupted:
                 break
+            opts = dataclasses.replace(seg_opts, overwrite=True)
+            if base.scale_to:  # the test video's cells have the training video's size (one CTC dataset)
+                opts = dataclasses.replace(opts, diameter=native_diameter(src.sources[0], base.model.dims))
             res_dir = out / "results" / key / f"{te_seq}_RES"
-            segment.run(dataset / te_seq, res_dir, result.model_path, dataclasses.replace(seg_opts, overwrite=True))
+            segment.run(dataset / te_seq, res_dir, result.model_path, opts)
             report = evaluate(res_dir, dataset / f"{te_seq}_GT")
             paper = PAPER.get((dataset.name, method.name, te_seq), (None, None))
             rows.append({"method": method.name, "train": tr_seq, "test": te_seq, "SEG": report.seg, "DET": report.det,
@@ -94,6 +103,11 @@ def run(dataset: Path, out: Path, base: train.TrainConfig, ablation: bool = Fals
                          "paper_SEG": paper[0], "paper_Dice": paper[1]})
     write_tables(out, dataset.name, rows)
     return rows
+
+
+def native_diameter(source: Source, dims: int) -> float:
+    """Median cell diameter (px) of a source's references at their own scale."""
+    return float(np.median(np.concatenate([st.diameters for st in data.scan(source, dims).stats])))
 
 
 def _number(v: str | None) -> object:

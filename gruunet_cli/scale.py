@@ -8,9 +8,14 @@ Images: (H, W) or (Z, H, W); only H and W are resized.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 from skimage.segmentation import relabel_sequential
 from skimage.transform import resize
+
+from . import metrics
 
 # With --diameter auto, factors this close to 1 are left alone: the training zoom already
 # covers them, and resampling costs a second pass and a little boundary precision.
@@ -61,26 +66,68 @@ def factor(model_diameter: float | None, diameter: float | None, auto: bool) -> 
 
 # With --diameter auto, a first pass that finds cells smaller than the model's also looks at the
 # image shrunk by these factors: when large cells break into fragments at full size, the
-# fragments look small, but shrunk the cells have about the size the model knows.
-PROBE_SCALES = (0.5, 0.25)
+# fragments look small, but shrunk enough the cells come out whole.
+PROBE_SCALES = (0.5, 0.25, 0.125)
 MIN_PROBE_SIDE = 48  # px: smaller probe images say nothing
+# Whole cells keep their diameter (in the original image's pixels) when the image shrinks;
+# fragments are sized by the network, so theirs doubles with every halving: √2 is midway.
+CONSISTENT = float(np.sqrt(2.0))
+# A probe's cells are whole when they match the next smaller probe's at least this well (SEG of
+# the probe's labels against the smaller probe's): a split cell matches neither half.
+AGREE = 0.7
 
 
-def best_probe(model_diameter: float, measured: dict[float, float | None]) -> tuple[float, float] | None:
-    """Of the probes (image scale → median cell diameter measured at that scale, None when no
-    cells), the one whose cells came out closest to the model's size (in log ratio), as
-    (scale, diameter in the original image's pixels). None when no probe found cells.
+@dataclass(frozen=True)
+class Probe:
+    """Labels found on an image resized in-plane by ``scale`` (at that scale)."""
 
-    >>> best_probe(17.0, {1.0: 9.0, 0.5: 12.0, 0.25: 16.0})  # fragments at 1x: 64 px cells
-    (0.25, 64.0)
-    >>> best_probe(17.0, {1.0: 9.0, 0.5: 5.0, 0.25: None})  # small cells: 9 px
-    (1.0, 9.0)
+    scale: float
+    labels: np.ndarray
+
+    @property
+    def diameter(self) -> float | None:
+        """Median cell diameter in the original image's pixels."""
+        d = object_diameter([self.labels])
+        return None if d is None else d / self.scale
+
+
+def agreement(probe: Probe, smaller: Probe) -> float:
+    """SEG of ``probe``'s labels against those of a probe at a smaller scale (brought to its size).
+
+    >>> lab = np.zeros((8, 8), int); lab[:4] = 1; lab[4:] = 2
+    >>> half = np.zeros((4, 4), int); half[:2] = 1; half[2:] = 2
+    >>> agreement(Probe(1.0, lab), Probe(0.5, half))
+    1.0
+    >>> split = lab.copy(); split[:4, 4:] = 3  # the first cell split in two halves
+    >>> agreement(Probe(1.0, split), Probe(0.5, half))
+    0.5
     """
-    found = {s: d for s, d in measured.items() if d}
-    if not found:
-        return None
-    s = min(found, key=lambda k: (abs(np.log(found[k] / model_diameter)), -k))
-    return s, found[s] / s
+    ref = labels_to_shape(smaller.labels, probe.labels.shape)
+    return metrics.seg_score(metrics.match_objects(ref, probe.labels).jaccard)
+
+
+def fragmented(first: Probe, half: Probe) -> bool:
+    """Whether the full-size pass broke the cells into fragments: the half-size probe finds cells
+    whose diameter (in original pixels) grew by more than `CONSISTENT`.
+
+    >>> lab = np.zeros((64, 64), int); lab[:8, :8] = 1; lab[20:28, 20:28] = 2
+    >>> fragmented(Probe(1.0, lab), Probe(0.5, lab[::2, ::2]))  # the same cells
+    False
+    >>> fragmented(Probe(1.0, lab), Probe(0.5, lab))  # twice the size in original pixels
+    True
+    """
+    d1, d2 = first.diameter, half.diameter
+    return d2 is not None and (d1 is None or d2 / d1 > CONSISTENT)
+
+
+def whole_probe(probes: Sequence[Probe]) -> Probe:
+    """Of probes at decreasing scales (all but the full size), the largest whose cells are whole
+    (`agreement` with the next one ≥ `AGREE`); else the most shrunk one that found cells."""
+    for probe, smaller in zip(probes, probes[1:]):
+        if probe.diameter is not None and agreement(probe, smaller) >= AGREE:
+            return probe
+    found = [p for p in probes if p.diameter is not None]
+    return found[-1] if found else probes[-1]
 
 
 def resize_plane(image: np.ndarray, f: float) -> np.ndarray:

@@ -20,14 +20,14 @@ from .atomic import writable_dir
 from .config import Arch, ModelMeta, PostConfig
 from .errors import UserError
 from .runtime import foreground_fn, resolve_device, set_threads
-from .tiling import predict_tiled
+from .tiling import plan_tile, predict_tiled
 
 
 @dataclass(frozen=True)
 class SegmentOptions:
     """How to run inference. ``post`` overrides the model file's post-processing when given."""
 
-    tile: int = 512  # tile side (px) along H and W
+    tile: int | None = None  # tile side (px) along H and W; None: `tiling.plan_tile` (whole image when it fits)
     tile_z: int = 64  # tile depth for 3D models
     overlap: int = 64  # overlap between tiles (px)
     batch: int | None = None  # tiles per forward pass (default: 1 on CPU, where bigger batches only thrash caches; 4 on GPU)
@@ -82,14 +82,15 @@ class Predictor:
         prepare = lambda tile: normalize.apply(tile, lo, hi)  # noqa: E731
         channels = 9 if iterations else 1
         o, t = self.opts.overlap, self.opts.tile
+        plane = (t, t) if t else plan_tile(image.shape[-2:], o, self.meta.model.multiple[-1])
         if image.ndim == self.dims:
-            tile = (t, t) if self.dims == 2 else (self.opts.tile_z, t, t)
+            tile = plane if self.dims == 2 else (self.opts.tile_z, t or 512, t or 512)
             return predict_tiled(self._forward(iterations), image, tile, (o,) * image.ndim, channels,
                                  self.batch, prepare, self.meta.model.multiple)
         if image.ndim == 3 and self.dims == 2:  # slice-wise
             out = np.empty((channels, *image.shape), np.float32)
             for z in range(image.shape[0]):
-                out[:, z] = predict_tiled(self._forward(iterations), image[z], (t, t), (o, o), channels,
+                out[:, z] = predict_tiled(self._forward(iterations), image[z], plane, (o, o), channels,
                                           self.batch, prepare, self.meta.model.multiple)
             return out
         raise ValueError(f"a {self.dims}D model cannot segment an image of shape {image.shape}")
@@ -108,37 +109,46 @@ class Predictor:
             return self.labels_from(self.probabilities(image)[0] if p_fg is None else p_fg, image)
 
         model_d = self.meta.object_diameter
-        if self.opts.diameter is None or not model_d:  # auto needs the training size
+        if self.opts.diameter is None or not model_d:  # resizing needs the training size
             return as_is()
-        auto = self.opts.diameter == "auto"
-        first = as_is() if auto else None  # the first pass measures the cells
-        diameter = self.estimate_diameter(image, first) if auto else float(self.opts.diameter)
-        f = scale.factor(model_d, diameter, auto)
-        self.last_scale = {"diameter": diameter, "factor": f or 1.0}
-        if f is None:  # already about the training size
-            return first if first is not None else as_is()
+        if self.opts.diameter == "auto":
+            return self.auto_labels(image, as_is())
+        diameter = float(self.opts.diameter)
+        f = scale.factor(model_d, diameter, auto=False)
+        self.last_scale = {"diameter": diameter, "factor": f}
         return self.labels_at(image, f)
 
     def labels_at(self, image: np.ndarray, f: float) -> np.ndarray:
         """Labels found on the image resized in-plane by ``f``, brought back to its shape."""
-        resized = scale.resize_plane(image, f)
-        return scale.labels_to_shape(self.labels_from(self.probabilities(resized)[0], resized, f), image.shape)
+        return scale.labels_to_shape(self.labels_at_scale(image, f), image.shape)
 
-    def estimate_diameter(self, image: np.ndarray, first: np.ndarray) -> float | None:
-        """Median cell diameter (px) of ``image`` for ``--diameter auto``, from the first pass's
-        labels ``first``; when those cells look smaller than the model's, also from the image
-        shrunk by `scale.PROBE_SCALES` (large cells that fragment look small at full size)."""
+    def auto_labels(self, image: np.ndarray, first: np.ndarray) -> np.ndarray:
+        """``--diameter auto``: the first pass's labels ``first`` measure the cells. Cells about the
+        model's size are kept; larger ones are segmented again at the model's size. Cells that look
+        smaller may be fragments of large cells, so the image is probed shrunk by
+        `scale.PROBE_SCALES`: if the half-size probe finds cells of the same size, they are small
+        and the image is enlarged to the model's size; if it finds larger ones, the network
+        fragments these cells at full size, and the labels of the largest probe whose cells are
+        whole (`scale.whole_probe`) are kept, resized back."""
         model_d = self.meta.object_diameter
-        measured = {1.0: scale.object_diameter([first])}
-        if measured[1.0] is None or measured[1.0] < model_d / scale.TOLERANCE:
-            for s in scale.PROBE_SCALES:
-                if min(image.shape[-2:]) * s >= scale.MIN_PROBE_SIDE:
-                    measured[s] = scale.object_diameter([self.labels_at_scale(image, s)])
-        best = scale.best_probe(model_d, measured)
-        return None if best is None else best[1]
+        full = scale.Probe(1.0, first)
+        d1 = full.diameter
+        if d1 is None or d1 < model_d / scale.TOLERANCE:
+            scales = [s for s in scale.PROBE_SCALES if min(image.shape[-2:]) * s >= scale.MIN_PROBE_SIDE]
+            probes = [scale.Probe(s, self.labels_at_scale(image, s)) for s in scales[:1]]
+            if probes and scale.fragmented(full, probes[0]):
+                probes += [scale.Probe(s, self.labels_at_scale(image, s)) for s in scales[1:]]
+                chosen = scale.whole_probe(probes)
+                self.last_scale = {"diameter": chosen.diameter, "factor": chosen.scale}
+                return scale.labels_to_shape(chosen.labels, image.shape)
+            if d1 is None:
+                return first
+        f = scale.factor(model_d, d1, auto=True)
+        self.last_scale = {"diameter": d1, "factor": f or 1.0}
+        return first if f is None else self.labels_at(image, f)
 
     def labels_at_scale(self, image: np.ndarray, s: float) -> np.ndarray:
-        """Labels of the image resized by ``s``, at that scale (for measuring)."""
+        """Labels of the image resized in-plane by ``s``, at that scale."""
         resized = scale.resize_plane(image, s)
         return self.labels_from(self.probabilities(resized)[0], resized, s)
 

@@ -41,6 +41,8 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossName = LossName.nfl
     gamma: float = 2.0
+    # nfl: gradient through the normalizer Σw too (makes training collapse; see loss.py)
+    nfl_normalizer_grad: bool = False
     crop: int | None = None  # None: about the largest object, rounded to 16
     batch: int = 2
     lr: float = 1e-3
@@ -382,7 +384,7 @@ def train_step(net: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.Gra
     opt.zero_grad(set_to_none=True)
     with autocast(device, cfg.amp):
         logits = net(x)  # (B, 2, *c)
-    loss = compute_loss(cfg.loss, logits.float(), y, w, cfg.gamma, valid)
+    loss = compute_loss(cfg.loss, logits.float(), y, w, cfg.gamma, valid, cfg.nfl_normalizer_grad)
     if not torch.isfinite(loss):  # before the step: the weights and the files on disk stay as they were
         raise UserError(f"training loss became {float(loss.detach())}: stopped (check the images for NaN/inf pixels; "
                         "the model file and checkpoint keep the last good state)")

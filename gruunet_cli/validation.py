@@ -13,7 +13,7 @@ from .config import NormConfig, PostConfig
 from .data import Frame, FrameRef
 from .instances import probability_to_labels
 from .runtime import foreground_fn
-from .tiling import predict_tiled
+from .tiling import plan_tile, predict_tiled
 
 
 @dataclass(frozen=True)
@@ -23,12 +23,14 @@ class ValScores:
     seg: float  # SEG over all objects of all validation frames
 
 
-def foreground_probability(model: nn.Module, image: np.ndarray, device: torch.device, tile: int = 512,
-                           amp: bool = True) -> np.ndarray:
-    """(*S) normalised image → (*S) foreground probability with the model in eval mode."""
-
-    tiles = (tile,) * image.ndim if image.ndim == 2 else (image.shape[0], tile, tile)
-    return predict_tiled(foreground_fn(model, device, amp), image, tiles, (64,) * image.ndim, align=model.cfg.multiple)[0]
+def foreground_probability(model: nn.Module, image: np.ndarray, device: torch.device, amp: bool = True,
+                           overlap: int = 64) -> np.ndarray:
+    """(*S) normalised image → (*S) foreground probability with the model in eval mode, tiled
+    in-plane as `segment` tiles (`tiling.plan_tile`); 3D frames whole in depth."""
+    plane = plan_tile(image.shape[-2:], overlap, model.cfg.multiple[-1])
+    tiles = plane if image.ndim == 2 else (image.shape[0], *plane)
+    return predict_tiled(foreground_fn(model, device, amp), image, tiles, (overlap,) * image.ndim,
+                         align=model.cfg.multiple)[0]
 
 
 def validate(model: nn.Module, frames: list[Frame | FrameRef], device: torch.device, post: PostConfig,

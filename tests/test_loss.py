@@ -46,6 +46,30 @@ def test_normalized_and_plain_differ_by_batch_weight_sum() -> None:
     torch.testing.assert_close(normalized_focal_loss(logits, target) * w.sum(), focal_loss(logits, target))
 
 
+def test_normalized_focal_gradient_never_makes_a_pixel_worse() -> None:
+    """One hard pixel (p_true 0.2) and one easy pixel (p_true 0.95). With Σw a constant, every
+    pixel's gradient step raises its true-class logit margin; with the gradient through Σw the
+    easy pixel is pushed *down* (its loss is below the weighted mean), the drift that made
+    training collapse. Hand-computed: dL/dp_easy ∝ −w/p + γ(1−p)^(γ−1)·(L − ℓ)."""
+    logits = torch.tensor([[[0.0, math.log(0.2 / 0.8)], [0.0, math.log(0.95 / 0.05)]]], dtype=torch.float64)
+    logits = logits.permute(0, 2, 1).contiguous().requires_grad_(True)  # (B=1, C=2, W=2)
+    target = torch.tensor([[1, 1]])
+
+    def margin_grad(normalizer_grad: bool) -> torch.Tensor:
+        logits.grad = None
+        normalized_focal_loss(logits, target, normalizer_grad=normalizer_grad).backward()
+        return (logits.grad[0, 1] - logits.grad[0, 0]) / 2  # d loss / d (fg − bg logit), per pixel
+
+    assert (margin_grad(False) < 0).all()  # descent raises both pixels' true-class margin
+    g = margin_grad(True)
+    assert g[0] < 0 and g[1] > 0  # the easy pixel is pushed towards the wrong class
+    p = torch.tensor([0.2, 0.95], dtype=torch.float64)
+    w, nll = (1 - p) ** 2, -torch.log(p)
+    big_l = (w * nll).sum() / w.sum()
+    dp = (-w / p + 2 * (1 - p) * (big_l - nll)) / w.sum()  # dL/dp through both numerator and Σw
+    torch.testing.assert_close(g, dp * p * (1 - p))  # dp/dmargin = p(1 − p)
+
+
 def test_stable_for_extreme_logits() -> None:
     logits = torch.tensor([[[1e4, -1e4], [-1e4, 1e4]]], requires_grad=True)
     target = torch.tensor([[1, 0]])  # confidently wrong everywhere

@@ -227,16 +227,17 @@ def test_diameter_applies_to_the_iterations_frame_too(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
 def test_auto_diameter_finds_large_cells() -> None:
-    """Cells 2.5x the training size: auto must shrink the image about as much as the true
-    diameter would, and score about as well (it must not enlarge it because of fragments)."""
+    """Cells 2.5x the training size: auto must measure about the true diameter, shrink the
+    image (not enlarge it because of fragments), and score about as well as the true diameter."""
     image, truth = shrunk_validation_rows(2.5)
     true_d = scale.object_diameter([truth])
     scores, used = {}, {}
     for d in ("auto", true_d):
         p = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu", diameter=d))
         scores[d] = metrics.seg_score(metrics.match_objects(truth, p.labels(image)).jaccard)
-        used[d] = p.last_scale["factor"]
-    assert used["auto"] < 1 and used["auto"] == pytest.approx(used[true_d], rel=0.3), used
+        used[d] = p.last_scale
+    assert used["auto"]["diameter"] == pytest.approx(true_d, rel=0.3), used
+    assert used["auto"]["factor"] < 1, used
     assert scores["auto"] >= scores[true_d] - 0.05, scores
 
 
