@@ -6,24 +6,16 @@ Heavy imports (torch) happen inside the commands so that `gruunet --help` is ins
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
-import re
 from pathlib import Path
-from typing import Annotated, Callable, TypeVar
+from typing import Annotated
 
-import click
 import typer
-from typer.core import TyperCommand
 
-from .config import Arch, LossName
-from .errors import UserError
-
-class _Command(TyperCommand):
-    """Plain help: flags shown as flags (no ``<bool>``), arguments named without braces."""
-
-    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
-        return [re.sub(r"^\{(.*)\}", r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
+from .config import Arch, LossName, default_model
+from .errors import UserError, user_errors
+from .options import Command, Device
+from .tools.bench_cli import bench_app
 
 
 def _version(value: bool) -> None:
@@ -50,24 +42,7 @@ def _main(
 ) -> None:
     """GRUU-Net cell segmentation for Cell Tracking Challenge microscopy sequences."""
 
-F = TypeVar("F", bound=Callable[..., object])
-
-
-def user_errors(fn: F) -> F:
-    """Turn a ``UserError`` into one line on stderr and exit code 2 (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-@app.command(cls=_Command)
+@app.command(cls=Command)
 @user_errors
 def evaluate(
     res_dir: Annotated[Path, typer.Argument(help="Result folder with maskNNN.tif (e.g. 02_RES).")],
@@ -79,10 +54,9 @@ def evaluate(
     """Score a result against reference masks: SEG (official CTC), DET, OP_CSB, Dice, Hausdorff."""
     from rich.console import Console
 
-    from . import evaluate as ev
+    from .evaluation import evaluate as ev
+    from .files.atomic import writable_dir
     from .progress import Progress
-
-    from .atomic import writable_dir
 
     if json_path is not None:
         writable_dir(json_path.parent)  # before the frames are scored
@@ -102,62 +76,57 @@ def evaluate(
         console.print(f"wrote {json_path}")
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 @user_errors
 def train(
     sources: Annotated[list[Path], typer.Argument(help="Training sources, any number: a CTC sequence followed by its GT (01/ 01_GT/; 01_GT beside 01/ is found), a StarDist folder (images/ + masks/) or a Cellpose folder (NAME.tif + NAME_masks.tif).", show_default=False)],
-    out: Annotated[Path, typer.Option(help="Model file to write (weights/NAME → NAME.safetensors, .json, logs).")],
-    st: Annotated[Path | None, typer.Option(help="Silver truth (01_ST/) adding frames the GT lacks (one CTC source only).")] = None,
-    val: Annotated[tuple[Path, Path] | None, typer.Option(help="Validation sequence and its GT (02/ 02_GT/); default: hold out --val-fraction of each source.")] = None,
-    val_fraction: Annotated[float, typer.Option(min=0.01, max=0.5, help="Share of each source's frames held out for validation (every 1/F-th; one frame: its last rows).")] = 0.25,
-    scale_to: Annotated[float | None, typer.Option(min=1.0, help="Resize each training image so its median cell diameter is this many px (generalist models; default: as is).")] = None,
-    ignore_unannotated: Annotated[bool, typer.Option("--ignore-unannotated/--no-ignore-unannotated", help="Partial CTC GT: leave cells with a TRA marker but no SEG label out of the loss (off: they count as background).")] = True,
-    model: Annotated[Arch, typer.Option(help="Network.")] = Arch.gruunet,
-    loss: Annotated[LossName, typer.Option(help="nfl: normalized focal (eq. 14), fl: focal (eq. 9), wce: U-Net weighted CE.")] = LossName.nfl,
-    dims: Annotated[int | None, typer.Option(min=2, max=3, help="2D or 3D network (default: that of the images; 2 for slice GT).")] = None,
-    crop: Annotated[int | None, typer.Option(min=16, help="Crop side (default: about the largest object, rounded to 16, within 64..256).")] = None,
-    batch: Annotated[int, typer.Option(min=1, help="Crops per step (paper: 2).")] = 2,
-    lr: Annotated[float | None, typer.Option(help="AMSGrad learning rate (default: the paper's 1e-3; 1e-4 with --init).")] = None,
-    iterations: Annotated[int, typer.Option(min=1, help="Training iterations (paper: ~10,000).")] = 10_000,
-    val_interval: Annotated[int, typer.Option(min=1, help="Validate every N iterations.")] = 100,
-    patience: Annotated[int, typer.Option(min=1, help="Stop after N validations without a better SEG.")] = 10,
-    clean_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Last fraction of iterations on un-augmented crops.")] = 0.1,
-    workers: Annotated[int, typer.Option(min=0, help="Augmentation worker processes (0: inline).")] = 2,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the network (default: the cores not kept busy by other processes).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for weights and sampling.")] = 0,
-    device: Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")] = "auto",
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on GPU.")] = True,
-    checkpoint_interval: Annotated[int, typer.Option(min=1, help="Write a checkpoint every N iterations.")] = 500,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT's checkpoint (same options; a larger --iterations extends the run).")] = False,
-    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Augment: random flips.")] = True,
-    rotate90: Annotated[bool, typer.Option("--rotate90/--no-rotate90", help="Augment: 90° rotations.")] = True,
-    rotate: Annotated[bool, typer.Option("--rotate/--no-rotate", help="Augment: arbitrary rotations.")] = True,
-    zoom: Annotated[bool, typer.Option("--zoom/--no-zoom", help="Augment: zoom (see --zoom-range).")] = True,
-    zoom_range: Annotated[tuple[float, float], typer.Option(help="Zoom factors drawn log-uniformly from LO..HI.")] = (0.8, 1.25),
-    intensity: Annotated[bool, typer.Option("--intensity/--no-intensity", help="Augment: brightness and contrast.")] = True,
-    elastic: Annotated[bool, typer.Option("--elastic/--no-elastic", help="Augment: grid elastic deformation.")] = True,
-    blur: Annotated[float, typer.Option(min=0.0, help="Augment: Gaussian blur, sigma drawn from 0..BLUR px (0: off).")] = 0.0,
-    init: Annotated[Path | None, typer.Option(help="Start from this model file's weights (fine-tuning); its architecture is used.")] = None,
-    unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels.")] = 64,
+    out: Annotated[Path, typer.Option(help="Model file to write (weights/NAME → NAME.safetensors, .json, logs).", rich_help_panel="Data")],
+    st: Annotated[Path | None, typer.Option(help="Silver truth (01_ST/) adding frames the GT lacks (one CTC source only).", rich_help_panel="Data")] = None,
+    val: Annotated[tuple[Path, Path] | None, typer.Option(help="Validation sequence and its GT (02/ 02_GT/); default: hold out --val-fraction of each source.", rich_help_panel="Data")] = None,
+    val_fraction: Annotated[float, typer.Option(min=0.01, max=0.5, help="Share of each source's frames held out for validation (every 1/F-th; one frame: its last rows).", rich_help_panel="Data")] = 0.25,
+    scale_to: Annotated[float | None, typer.Option(min=1.0, help="Resize each training image so its median cell diameter is this many px (generalist models; default: as is).", rich_help_panel="Data")] = None,
+    ignore_unannotated: Annotated[bool, typer.Option("--ignore-unannotated/--no-ignore-unannotated", help="Partial CTC GT: leave cells with a TRA marker but no SEG label out of the loss (off: they count as background).", rich_help_panel="Data")] = True,
+    model: Annotated[Arch, typer.Option(help="Network.", rich_help_panel="Network and loss")] = Arch.gruunet,
+    loss: Annotated[LossName, typer.Option(help="nfl: normalized focal (eq. 14), fl: focal (eq. 9), wce: U-Net weighted CE.", rich_help_panel="Network and loss")] = LossName.nfl,
+    dims: Annotated[int | None, typer.Option(min=2, max=3, help="2D or 3D network (default: that of the images; 2 for slice GT).", rich_help_panel="Network and loss")] = None,
+    crop: Annotated[int | None, typer.Option(min=16, help="Crop side (default: about the largest object, rounded to 16, within 64..256).", rich_help_panel="Schedule")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Crops per step (paper: 2).", rich_help_panel="Schedule")] = 2,
+    lr: Annotated[float | None, typer.Option(help="AMSGrad learning rate (default: the paper's 1e-3; 1e-4 with --init).", rich_help_panel="Schedule")] = None,
+    iterations: Annotated[int, typer.Option(min=1, help="Training iterations (paper: ~10,000).", rich_help_panel="Schedule")] = 10_000,
+    val_interval: Annotated[int, typer.Option(min=1, help="Validate every N iterations.", rich_help_panel="Schedule")] = 100,
+    patience: Annotated[int, typer.Option(min=1, help="Stop after N validations without a better SEG.", rich_help_panel="Schedule")] = 10,
+    clean_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Last fraction of iterations on un-augmented crops.", rich_help_panel="Schedule")] = 0.1,
+    workers: Annotated[int, typer.Option(min=0, help="Augmentation worker processes (0: inline).", rich_help_panel="Runtime")] = 2,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the network (default: the cores not kept busy by other processes).", rich_help_panel="Runtime")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for weights and sampling.", rich_help_panel="Schedule")] = 0,
+    device: Device = "auto",
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on GPU.", rich_help_panel="Runtime")] = True,
+    checkpoint_interval: Annotated[int, typer.Option(min=1, help="Write a checkpoint every N iterations.", rich_help_panel="Schedule")] = 500,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT's checkpoint (same options; a larger --iterations extends the run).", rich_help_panel="Schedule")] = False,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Augment: random flips.", rich_help_panel="Augmentation")] = True,
+    rotate90: Annotated[bool, typer.Option("--rotate90/--no-rotate90", help="Augment: 90° rotations.", rich_help_panel="Augmentation")] = True,
+    rotate: Annotated[bool, typer.Option("--rotate/--no-rotate", help="Augment: arbitrary rotations.", rich_help_panel="Augmentation")] = True,
+    zoom: Annotated[bool, typer.Option("--zoom/--no-zoom", help="Augment: zoom (see --zoom-range).", rich_help_panel="Augmentation")] = True,
+    zoom_range: Annotated[tuple[float, float] | None, typer.Option(help="Zoom factors drawn log-uniformly from LO..HI (default: 0.8 1.25).", show_default=False, rich_help_panel="Augmentation")] = None,
+    intensity: Annotated[bool, typer.Option("--intensity/--no-intensity", help="Augment: brightness and contrast.", rich_help_panel="Augmentation")] = True,
+    elastic: Annotated[bool, typer.Option("--elastic/--no-elastic", help="Augment: grid elastic deformation.", rich_help_panel="Augmentation")] = True,
+    blur: Annotated[float | None, typer.Option(min=0.0, help="Augment: Gaussian blur, sigma drawn from 0..BLUR px (default 0: off).", show_default=False, rich_help_panel="Augmentation")] = None,
+    init: Annotated[Path | None, typer.Option(help="Start from this model file's weights (fine-tuning); its architecture is used.", rich_help_panel="Network and loss")] = None,
+    unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels.", rich_help_panel="Network and loss")] = 64,
 ) -> None:
     """Train GRUU-Net (or the U-Net baseline) on CTC sequences and image/mask folders, as in the paper's Section 2.3."""
-    from . import train as tr
-    from .augment import AugmentConfig
+    from .files.sources import parse
     from .progress import Progress
-
-    from .sources import parse
+    from .training import train as tr
+    from .training.augment import AugmentConfig
 
     for path in (*sources, st, *(val or ())):
         if path is not None and not path.exists():
             raise UserError("does not exist", path)
     src = tr.TrainData(tuple(parse(sources, st)), tr.TrainData.ctc(*val).sources if val else ())
     dims = dims or tr.guess_dims(list(src.sources))
-    aug = AugmentConfig(
-        flip=flip, rotate90=rotate90, rotate=rotate, zoom=zoom_range if zoom else (1.0, 1.0),
-        brightness=0.1 if intensity else 0.0, contrast=(0.8, 1.25) if intensity else (1.0, 1.0),
-        elastic_sigma=4.0 if elastic else 0.0, blur=blur,
-    )
-    model_cfg = tr.default_model(model, dims)
+    aug = AugmentConfig.switched(flip, rotate90, rotate, zoom, zoom_range, intensity, elastic, blur)
+    model_cfg = default_model(model, dims)
     if model == Arch.unet:
         model_cfg = dataclasses.replace(model_cfg, unet_base=unet_base)
     if init is not None:
@@ -193,7 +162,7 @@ def parse_diameter(text: str) -> float | str | None:
     return value
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 @user_errors
 def segment(
     source: Annotated[Path, typer.Argument(help="A CTC sequence folder (02/ with tNNN.tif), one image file (.tif, .png, .jpg), or a folder of images.", show_default=False)],
@@ -203,7 +172,7 @@ def segment(
     tile_z: Annotated[int, typer.Option(min=1, help="Tile depth for 3D models.")] = 64,
     overlap: Annotated[int, typer.Option(min=0, help="Overlap between tiles in pixels (blended linearly).")] = 64,
     batch: Annotated[int | None, typer.Option(min=1, help="Tiles per forward pass (default: 1 on CPU, 4 on GPU).")] = None,
-    device: Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")] = "auto",
+    device: Device = "auto",
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on GPU.")] = True,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: the cores not kept busy by other processes).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo frames whose mask already exists.")] = False,
@@ -218,34 +187,33 @@ def segment(
     channel: Annotated[int | None, typer.Option(min=0, help="Channel to segment in multi-channel images (default: RGB is averaged to grey; other multi-channel images must choose).")] = None,
 ) -> None:
     """Segment a CTC sequence, image files or a folder of images into masks (uint16, 0 = background, one label per cell)."""
-    from . import segment as seg
-    from .demo import WEIGHTS
+    from .inference import segment as seg
     from .progress import Progress
+    from .tools.demo import WEIGHTS
 
     weights = weights or WEIGHTS
     if not source.exists():
         raise UserError("does not exist", source)
-    post = seg.with_post_overrides(seg.read_post(weights), threshold=threshold, min_size=min_size, grow=grow,
-                                   split=split, split_h=split_h)
+    given = dict(threshold=threshold, min_size=min_size, grow=grow, split=split, split_h=split_h)
     opts = seg.SegmentOptions(tile=tile, tile_z=tile_z, overlap=overlap, batch=batch, device=device, amp=amp,
-                              threads=threads, overwrite=overwrite, post=post, diameter=parse_diameter(diameter),
-                              channel=channel)
-    total = len(seg.input_frames(source))
-    with Progress("segmenting", total, frame="{}") as bar:
+                              threads=threads, overwrite=overwrite, diameter=parse_diameter(diameter), channel=channel,
+                              post_overrides={k: v for k, v in given.items() if v is not None})
+    with Progress("segmenting", 0, frame="{}") as bar:
         written = seg.run(source, out_dir, weights, opts, iterations, overlay,
+                          on_start=lambda n: setattr(bar, "total", n),
                           progress=lambda name: bar.update(advance=1, frame=name),
                           on_note=lambda text: bar.log(f"note: {text}"),
                           on_scale=lambda name, sc: bar.log(seg.describe_scale(name, sc)))
     typer.echo(f"wrote {len(written)} mask(s) to {out_dir}")
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 @user_errors
 def demo(
     out: Annotated[Path | None, typer.Option(help="Folder for the results (default: a new temporary folder).")] = None,
     sample: Annotated[Path | None, typer.Option(help="A CTC dataset folder with 02/ and 02_GT/ (default: the bundled sample).")] = None,
     weights: Annotated[Path | None, typer.Option(help="Model file (default: the bundled GRUU-Net).")] = None,
-    device: Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")] = "auto",
+    device: Device = "auto",
     diameter: Annotated[str, typer.Option(help="As for segment: cell diameter in pixels, 'auto' or 'off'.")] = "auto",
 ) -> None:
     """Segment the bundled sample's unseen image with the bundled weights and score it."""
@@ -253,14 +221,14 @@ def demo(
 
     from rich.console import Console
 
-    from . import demo as dm
-    from . import evaluate as ev
-    from .segment import SegmentOptions
+    from .evaluation import evaluate as ev
+    from .inference.segment import SegmentOptions
+    from .tools import demo as dm
 
     out = out or Path(tempfile.mkdtemp(prefix="gruunet-demo-"))
     weights = weights or dm.WEIGHTS
     sample = sample or dm.SAMPLE
-    from .atomic import writable_dir
+    from .files.atomic import writable_dir
 
     writable_dir(out)  # before any message or work
     console = Console(stderr=True)
@@ -277,7 +245,7 @@ def demo(
     typer.echo(f"masks: {res}\noverlay: {overlay}\nscores: {out / 'scores.json'}")
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 @user_errors
 def reproduce(
     dataset: Annotated[Path, typer.Argument(help="CTC dataset folder holding 01/, 01_GT/, 02/, 02_GT/.")],
@@ -288,7 +256,7 @@ def reproduce(
     val_interval: Annotated[int, typer.Option(min=1, help="Validate every N iterations.")] = 100,
     workers: Annotated[int, typer.Option(min=0, help="Augmentation worker processes.")] = 2,
     unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels.")] = 64,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Device = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue each model from its checkpoint under OUT (runs across sessions).")] = False,
     only: Annotated[list[str] | None, typer.Option("--only", help="Run just this model, e.g. gruu-net-01 or u-net-02 (repeatable).")] = None,
     patience: Annotated[int, typer.Option(min=1, help="Stop after N validations without a better SEG.")] = 10,
@@ -296,10 +264,10 @@ def reproduce(
     scale_to: Annotated[float | None, typer.Option(min=1.0, help="Train at a scale where cells are this many px (cheaper on a CPU); the test video is segmented at the same scale, its cells assumed the size of the training video's.")] = None,
 ) -> None:
     """The paper's CTC protocol: train on one video, test on the other, both ways, GRUU-Net vs U-Net."""
-    from . import reproduce as rp
-    from . import train as tr
     from .config import ModelConfig
-    from .segment import SegmentOptions
+    from .inference.segment import SegmentOptions
+    from .tools import reproduce as rp
+    from .training import train as tr
 
     if not dataset.is_dir():
         raise UserError("folder does not exist", dataset)
@@ -313,188 +281,20 @@ def reproduce(
     typer.echo((out / "table.md").read_text())
 
 
-@app.command("ctc-scripts", cls=_Command)
+@app.command("ctc-scripts", cls=Command)
 @user_errors
 def ctc_scripts(
     mapping: Annotated[list[str], typer.Argument(help="DATASET=WEIGHTS pairs, e.g. Fluo-N2DH-GOWT1=weights/gowt1.")],
     out: Annotated[Path, typer.Option(help="The submission's SW/ folder.")] = Path("SW"),
 ) -> None:
     """Write CTC submission scripts (SW/<DATASET>-01.sh, -02.sh) and copy the weights into SW/weights/."""
-    from . import ctc_scripts as cs
+    from .tools import ctc_scripts as cs
 
     for path in cs.write_scripts(cs.parse_mapping(mapping), out):
         typer.echo(f"wrote {path}")
 
 
-bench_app = typer.Typer(help="Speed benchmarks, measured side by side in one run.", no_args_is_help=True,
-                        rich_markup_mode=None)
 app.add_typer(bench_app, name="bench")
-
-
-@bench_app.command("evaluate", cls=_Command)
-@user_errors
-def bench_evaluate(
-    frames: Annotated[int, typer.Option(min=1, help="Frames in the synthetic sequence.")] = 92,
-    size: Annotated[int, typer.Option(min=64, help="Frame side in pixels.")] = 1024,
-    objects: Annotated[int, typer.Option(min=1, help="Objects per frame.")] = 150,
-    repeats: Annotated[int, typer.Option(min=1, help="Alternating repetitions; the best time counts.")] = 1,
-) -> None:
-    """Time `evaluate` against py-ctcmetrics (when installed) on a synthetic sequence."""
-    import tempfile
-
-    from . import bench
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = bench.bench_evaluate(Path(tmp), frames=frames, size=size, objects=objects, repeats=repeats)
-    for key, value in out.items():
-        typer.echo(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
-
-
-@bench_app.command("model", cls=_Command)
-@user_errors
-def bench_model(
-    size: Annotated[int, typer.Option(min=16, help="Crop side in pixels.")] = 256,
-    batch: Annotated[int, typer.Option(min=1, help="Crops per batch.")] = 1,
-    repeats: Annotated[int, typer.Option(min=1, help="Timed repetitions; the best counts.")] = 3,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
-    unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels (Ronneberger: 64).")] = 64,
-) -> None:
-    """Parameters and forward / forward+backward seconds per crop: GRUU-Net vs U-Net, side by side."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from . import bench
-
-    rows = bench.bench_model(size=size, batch=batch, repeats=repeats, device=device, unet_base=unet_base)
-    table = Table(title=f"{size}×{size} crops, batch {batch}, {device}")
-    for col in ("model", "parameters", "forward s/crop", "forward+backward s/crop"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(r["model"], f"{r['parameters']:,}", f"{r['fwd_s_per_crop']:.4f}", f"{r['fwd_bwd_s_per_crop']:.4f}")
-    Console().print(table)
-
-
-@bench_app.command("train", cls=_Command)
-@user_errors
-def bench_train(
-    images: Annotated[Path | None, typer.Option(help="Sequence folder (default: synthetic touching nuclei).")] = None,
-    gt: Annotated[Path | None, typer.Option(help="Its GT folder.")] = None,
-    crop: Annotated[int, typer.Option(min=16, help="Crop side.")] = 96,
-    batch: Annotated[int, typer.Option(min=1, help="Crops per step.")] = 2,
-    workers: Annotated[list[int], typer.Option("--workers", help="Worker counts to compare.")] = [2, 4],
-    steps: Annotated[int, typer.Option(min=1, help="Timed steps per measurement.")] = 30,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-) -> None:
-    """Prefetcher crops/s vs training-step crops/s, and the fraction of step time spent waiting for data."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from . import bench, data
-    from .config import NormConfig
-    from .runtime import resolve_device
-
-    dev = str(resolve_device(device))
-    if images is not None:
-        if gt is None:
-            raise UserError("--images needs --gt")
-        frames = data.load_frames(images, gt, 2, NormConfig())
-    else:
-        frames = bench.synthetic_frames()
-    rows = bench.bench_train(frames, crop, batch, tuple(workers), steps, dev)
-    table = Table(title=f"training input pipeline: {crop}×{crop} crops, batch {batch}, {dev}")
-    for col in ("workers", "prefetcher crops/s", "train step crops/s", "loop crops/s", "data wait"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(str(r["workers"]), f"{r['produced_crops_per_s']:.1f}", f"{r['consumed_crops_per_s']:.1f}",
-                      f"{r['loop_crops_per_s']:.1f}", f"{r['data_wait_fraction']:.1%}")
-    Console().print(table)
-
-
-@bench_app.command("denormals", cls=_Command)
-@user_errors
-def bench_denormals(
-    weights: Annotated[Path | None, typer.Option(help="Model file (default: the bundled GRUU-Net).")] = None,
-    repeats: Annotated[int, typer.Option(min=1, help="Timed repetitions; the best counts.")] = 3,
-    flush: Annotated[bool, typer.Option("--flush/--no-flush", help="With --inline: the case to measure.")] = True,
-    inline: Annotated[bool, typer.Option("--inline", help="Measure one case in this process.")] = False,
-) -> None:
-    """CPU seconds of a trained model with denormal floats kept vs flushed to zero (gruunet flushes)."""
-    import json
-
-    from . import bench
-    from .demo import WEIGHTS
-
-    weights = weights or WEIGHTS
-    if inline:
-        typer.echo(json.dumps(bench.bench_denormals_one(weights, flush, repeats)))
-        return
-    runs = {case: _inline_run(["denormals", case, "--weights", str(weights), "--repeats", str(repeats)])
-            for case in ("--no-flush", "--flush")}
-    kept, flushed = runs["--no-flush"], runs["--flush"]
-    for key, name in (("forward_s", "forward"), ("train_step_s", "training step")):
-        typer.echo(f"{name}: {kept[key]:.3f} s with denormals, {flushed[key]:.3f} s flushed, "
-                   f"{kept[key] / flushed[key]:.2f}x ({flushed['threads']} threads, two 96x96 crops)")
-
-
-def _inline_run(args: list[str]) -> dict:
-    """``gruunet bench ARGS --inline`` in a fresh process (a clean memory peak); its JSON line."""
-    import json
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, "-m", "gruunet_cli", "bench", *args, "--inline"]
-    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
-
-
-@bench_app.command("segment", cls=_Command)
-@user_errors
-def bench_segment(
-    sizes: Annotated[list[int], typer.Option("--size", help="Image side(s) in pixels; each runs in a fresh process.")] = [512, 2048],
-    weights: Annotated[Path | None, typer.Option(help="Model file (default: a random GRUU-Net; speed is the same).")] = None,
-    tile: Annotated[int, typer.Option(min=16, help="Tile side.")] = 512,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    inline: Annotated[bool, typer.Option("--inline", help="Measure in this process (one size).")] = False,
-) -> None:
-    """Seconds per megapixel and peak memory of `segment` for several image sizes."""
-    import json
-
-    from . import bench
-
-    if inline:
-        for size in sizes:
-            typer.echo(json.dumps(bench.bench_segment_one(size, weights, tile, device)))
-        return
-    for size in sizes:
-        r = _inline_run(["segment", "--size", str(size), "--tile", str(tile), "--device", device]
-                        + (["--weights", str(weights)] if weights else []))
-        typer.echo(f"{r['size']}x{r['size']}: {r['seconds']:.1f} s, {r['s_per_mpx']:.2f} s/Mpx, "
-                   f"peak RSS {r['peak_rss_mib']:.0f} MiB (before: {r['rss_before_mib']:.0f} MiB), {r['objects']} objects")
-
-
-@bench_app.command("post", cls=_Command)
-@user_errors
-def bench_post(
-    sizes: Annotated[list[int], typer.Option("--size", help="Map side(s) in pixels; each case runs in a fresh process.")] = [2048],
-    weights: Annotated[Path | None, typer.Option(help="Model file for the probability map (default: the bundled GRUU-Net).")] = None,
-    split: Annotated[bool, typer.Option("--split/--no-split", help="With --inline: the case to measure.")] = True,
-    inline: Annotated[bool, typer.Option("--inline", help="Measure one case in this process.")] = False,
-) -> None:
-    """Post-processing alone, plain components against the distance split, on tiled real probabilities."""
-    import json
-
-    from . import bench
-    from .demo import WEIGHTS
-
-    weights = weights or WEIGHTS
-    if inline:
-        for size in sizes:
-            typer.echo(json.dumps(bench.bench_post_one(size, split, weights)))
-        return
-    for size in sizes:
-        for case in ("--no-split", "--split"):
-            r = _inline_run(["post", "--size", str(size), case, "--weights", str(weights)])
-            typer.echo(f"{size}x{size} {'split' if r['split'] else 'components'}: {r['seconds']:.1f} s, peak RSS "
-                       f"{r['peak_rss_mib']:.0f} MiB (before: {r['rss_before_mib']:.0f} MiB), {r['objects']} objects")
 
 
 def main() -> None:

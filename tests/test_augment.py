@@ -7,10 +7,17 @@ import dataclasses
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
-
-from gruunet_cli.augment import NO_AUGMENTATION, AugmentConfig, augmented_crop
-from gruunet_cli.instances import separated_foreground
 from synthetic import touching_discs
+
+from gruunet_cli.inference.instances import separated_foreground
+from gruunet_cli.training.augment import (
+    NO_AUGMENTATION,
+    AugmentConfig,
+    _warp,
+    augmented_crop,
+    choose_centre,
+    source_coordinates,
+)
 
 STRONG = AugmentConfig(elastic_sigma=6.0)
 
@@ -64,8 +71,18 @@ def test_3d_stacks_are_augmented_in_plane() -> None:
     rng = np.random.default_rng(4)
     labels = np.stack([touching_discs(rng, (80, 80), 10) for _ in range(4)])
     image = rng.random(labels.shape).astype(np.float32)
-    crop = augmented_crop(rng, image, labels, 40, AugmentConfig(), in_plane=True)
+    cfg = AugmentConfig(brightness=0.0, contrast=(1.0, 1.0))  # nothing drawn after the warp
+    crop = augmented_crop(np.random.default_rng(4), image, labels, 40, cfg, in_plane=True)
     assert crop.image.shape == (1, 4, 40, 40) and crop.labels.shape == (4, 40, 40)
+    # The same draws again: one in-plane warp, applied to every slice on its own.
+    again = np.random.default_rng(4)
+    centre = choose_centre(again, labels, None)
+    centre = np.floor(centre) + (40 - 1) / 2 % 1
+    coords = source_coordinates(again, centre, (40, 40), cfg)
+    for z in range(4):
+        np.testing.assert_allclose(crop.image[0, z], _warp(image[z], coords, 3), atol=1e-6)
+        np.testing.assert_array_equal(crop.labels[z], _warp(labels[z].astype(np.int32), coords, 0))
+    assert len({crop.image[0, z].tobytes() for z in range(4)}) == 4  # the slices stay different
 
 
 @pytest.mark.parametrize("dims", [2, 3])

@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from synthetic import render, touching_discs, write_ctc
 from typer.testing import CliRunner
 
-from gruunet_cli import modelfile, png
 from gruunet_cli.cli import app
+from gruunet_cli.files import modelfile, png
 from gruunet_cli.progress import Progress
-from synthetic import render, touching_discs, write_ctc
-from test_segment import random_model_file
 
 runner = CliRunner()
 
@@ -61,7 +60,7 @@ def test_train_logs_progress_to_a_file(tmp_path: Path) -> None:
 
 def test_segment_reports_and_records_the_scale(tmp_path: Path) -> None:
     from gruunet_cli.config import ModelConfig, ModelMeta
-    from gruunet_cli.model import build_model
+    from gruunet_cli.nets.model import build_model
 
     rng = np.random.default_rng(1)
     lab = touching_discs(rng, (64, 64), 6)

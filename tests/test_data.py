@@ -12,17 +12,18 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from synthetic import render, touching_discs, write_ctc
 from typer.testing import CliRunner
 
-from gruunet_cli import curves, data, modelfile, scale
 from gruunet_cli.cli import app
 from gruunet_cli.config import NormConfig
-from gruunet_cli.errors import UserError
-from gruunet_cli.prefetch import CropDataset, SamplingConfig
-from gruunet_cli.augment import NO_AUGMENTATION
-from gruunet_cli.sources import Layout, Source, folder_pairs, parse
-from gruunet_cli.train import TrainConfig, TrainData, output_paths, prepare
-from synthetic import render, touching_discs, write_ctc
+from gruunet_cli.files import modelfile
+from gruunet_cli.files.sources import Layout, Source, folder_pairs, parse
+from gruunet_cli.inference import scale
+from gruunet_cli.training import curves, data
+from gruunet_cli.training.augment import NO_AUGMENTATION
+from gruunet_cli.training.prefetch import CropDataset, SamplingConfig
+from gruunet_cli.training.train import TrainConfig, TrainData, output_paths, prepare
 
 
 def stardist_folder(root: Path, shapes: list[tuple[int, int]], seed: int = 0, radius=(5, 10)) -> Path:

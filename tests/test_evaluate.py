@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import tifffile
 from scipy import ndimage as ndi
+from synthetic import perturb, random_labels, write_sequence
+from test_metrics import brute_force_jaccards
 from typer.testing import CliRunner
 
 from gruunet_cli.cli import app
-from gruunet_cli.evaluate import evaluate
-from synthetic import perturb, random_labels, write_sequence
-from test_metrics import brute_force_jaccards
+from gruunet_cli.evaluation.evaluate import evaluate
 
 ctc_metrics = pytest.importorskip("ctc_metrics")
 from ctc_metrics.scripts.evaluate import evaluate_sequence  # noqa: E402

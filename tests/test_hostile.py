@@ -15,17 +15,19 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from synthetic import render, touching_discs, write_ctc
+from test_segment import random_model_file
 from typer.testing import CliRunner
 
-from gruunet_cli import evaluate as ev
-from gruunet_cli import metrics, modelfile, normalize
 from gruunet_cli.cli import app
 from gruunet_cli.config import ModelConfig, NormConfig, dumps
 from gruunet_cli.errors import UserError
-from gruunet_cli.model import build_model
-from gruunet_cli.train import TrainConfig, output_paths, train_step
-from synthetic import render, touching_discs, write_ctc
-from test_segment import random_model_file
+from gruunet_cli.evaluation import evaluate as ev
+from gruunet_cli.evaluation import metrics
+from gruunet_cli.files import modelfile
+from gruunet_cli.inference import normalize
+from gruunet_cli.nets.model import build_model
+from gruunet_cli.training.train import TrainConfig, output_paths, train_step
 
 runner = CliRunner()
 
@@ -86,7 +88,8 @@ def test_a_non_finite_loss_stops_before_the_weights_change() -> None:
     x[0, 0, 5, 5] = float("nan")
     y = torch.zeros(2, 32, 32, dtype=torch.long)
     with pytest.raises(UserError, match="training loss became nan"):
-        train_step(model, opt, torch.amp.GradScaler("cuda", enabled=False), x, y, None, cfg, torch.device("cpu"))
+        train_step(model, opt, torch.amp.GradScaler("cuda", enabled=False), {"image": x, "target": y}, cfg,
+                   torch.device("cpu"))
     for k, v in model.state_dict().items():
         if v.dtype.is_floating_point and "running" not in k:
             assert torch.equal(v, before[k]), k
@@ -215,7 +218,7 @@ def test_output_paths_are_checked_before_work(tmp_path: Path, where: str) -> Non
 def test_disk_errors_while_writing_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    from gruunet_cli import atomic
+    from gruunet_cli.files import atomic
 
     images, _ = sequence(tmp_path, n=1)
     weights = random_model_file(tmp_path)
@@ -279,7 +282,7 @@ def test_4d_references_are_one_line(tmp_path: Path) -> None:
 
 
 def test_outputs_have_normal_permissions(tmp_path: Path) -> None:
-    from gruunet_cli.atomic import write_text
+    from gruunet_cli.files.atomic import write_text
 
     old = os.umask(0o022)
     try:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from gruunet_cli import metrics
-from gruunet_cli.config import PostConfig
-from gruunet_cli.instances import probability_to_labels, separated_foreground
 from synthetic import touching_discs
+
+from gruunet_cli.config import PostConfig
+from gruunet_cli.evaluation import metrics
+from gruunet_cli.inference.instances import probability_to_labels, separated_foreground
 
 
 @pytest.mark.parametrize("seed", range(5))

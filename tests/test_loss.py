@@ -10,8 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from gruunet_cli.config import LossName
-from gruunet_cli.loss import (compute_loss, focal_loss, focal_terms, normalized_focal_loss, unet_weight_map,
-                              weighted_cross_entropy)
+from gruunet_cli.training.loss import (
+    compute_loss,
+    focal_loss,
+    focal_terms,
+    normalized_focal_loss,
+    unet_weight_map,
+    weighted_cross_entropy,
+)
 
 
 def two_pixels() -> tuple[torch.Tensor, torch.Tensor]:

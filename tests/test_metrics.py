@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from skimage.metrics import hausdorff_distance
 from skimage.segmentation import find_boundaries
-
-from gruunet_cli import metrics
 from synthetic import perturb, random_labels
+
+from gruunet_cli.evaluation import metrics
 
 
 def brute_force_jaccards(ref: np.ndarray, res: np.ndarray) -> list[float]:

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from gruunet_cli.config import Arch, ModelConfig
-from gruunet_cli.loss import normalized_focal_loss
-from gruunet_cli.model import ConvGRUCell, GRUUNet, build_model, count_parameters
+from gruunet_cli.nets.model import ConvGRUCell, GRUUNet, build_model, count_parameters
+from gruunet_cli.training.loss import normalized_focal_loss
 
 SMALL_UNET = dict(arch=Arch.unet, unet_base=8)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gruunet_cli import modelfile
 from gruunet_cli.config import Arch, ModelConfig, ModelMeta, NormConfig
 from gruunet_cli.errors import UserError
-from gruunet_cli.model import build_model
+from gruunet_cli.files import modelfile
+from gruunet_cli.nets.model import build_model
 
 
 @pytest.mark.parametrize("cfg", [ModelConfig(shared_gru=False), ModelConfig(arch=Arch.unet, unet_base=8),

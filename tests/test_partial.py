@@ -13,17 +13,18 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-
-from gruunet_cli import evaluate as ev
-from gruunet_cli import metrics, modelfile
-from gruunet_cli.augment import NO_AUGMENTATION, AugmentConfig, augmented_crop
-from gruunet_cli.config import Arch, LossName, ModelConfig, NormConfig
-from gruunet_cli.data import scan, unannotated_region
-from gruunet_cli.loss import compute_loss
-from gruunet_cli.sources import Layout, Source
-from gruunet_cli.train import TrainConfig, TrainData, output_paths, run
-from gruunet_cli.validation import foreground_probability
 from synthetic import render, touching_discs
+
+from gruunet_cli.config import Arch, LossName, ModelConfig, NormConfig
+from gruunet_cli.evaluation import evaluate as ev
+from gruunet_cli.evaluation import metrics
+from gruunet_cli.files import modelfile
+from gruunet_cli.files.sources import Layout, Source
+from gruunet_cli.inference.predict import probability
+from gruunet_cli.training.augment import NO_AUGMENTATION, AugmentConfig, augmented_crop
+from gruunet_cli.training.data import scan, unannotated_region
+from gruunet_cli.training.loss import compute_loss
+from gruunet_cli.training.train import TrainConfig, TrainData, output_paths, run
 
 
 def disc(shape, cy, cx, r) -> np.ndarray:
@@ -148,7 +149,7 @@ def test_ignoring_unannotated_cells_lets_the_network_find_them(tmp_path: Path) -
         run(cfg, TrainData((Source(Layout.ctc, images, gt),), (Source(Layout.ctc, images, gt),)), out)
         model, meta = modelfile.load(output_paths(out)["model"])
         full = [r for r in scan(Source(Layout.ctc, images, gt), 2).refs][-1].load(meta.norm)
-        p = foreground_probability(model, full.image, torch.device("cpu"))
+        p = probability(model, full.image, torch.device("cpu"))[0]
         seg[ignore] = float(metrics.match_objects(full.labels, _components(p > 0.5)).jaccard.mean())
         pixel_recall[ignore] = float((p > 0.5)[full.labels > 0].mean())
         if ignore:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from gruunet_cli.augment import NO_AUGMENTATION, AugmentConfig
-from gruunet_cli.data import Frame
-from gruunet_cli.prefetch import SamplingConfig, make_loader
 from synthetic import touching_discs
+
+from gruunet_cli.training.augment import NO_AUGMENTATION, AugmentConfig
+from gruunet_cli.training.data import Frame
+from gruunet_cli.training.prefetch import SamplingConfig, make_loader
 
 
 def frames() -> list[Frame]:

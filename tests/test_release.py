@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import render, touching_discs, write_ctc
 from typer.testing import CliRunner
 
-from gruunet_cli import ctc_scripts, demo, modelfile, reproduce
 from gruunet_cli.cli import app
 from gruunet_cli.config import ModelConfig
-from gruunet_cli.segment import SegmentOptions
-from gruunet_cli.train import TrainConfig
-from synthetic import render, touching_discs, write_ctc
+from gruunet_cli.files import modelfile
+from gruunet_cli.inference.segment import SegmentOptions
+from gruunet_cli.tools import ctc_scripts, demo, reproduce
+from gruunet_cli.training.train import TrainConfig
 
 
 @pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
@@ -24,8 +26,11 @@ def test_demo_scores_the_unseen_image(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "scores.json").read_text())
     card = (demo.WEIGHTS.parent / "gruunet-stardist2d.md").read_text()
-    assert f"SEG {scores['seg']:.3f}" in card  # the card reports what the demo measures
-    assert scores["seg"] > 0.65  # regression guard (measured: 0.669)
+    # The card reports what the demo measures (to 0.01: the CPU's thread count moves a few
+    # boundary pixels, measured 0.676 with 1 thread and 0.682 with 2).
+    stated = float(re.search(r"\*\*SEG (0\.\d+)\*\*", card).group(1))
+    assert abs(stated - scores["seg"]) <= 0.01, (stated, scores["seg"])
+    assert scores["seg"] > 0.66  # regression guard
     assert (tmp_path / "02_RES" / "mask000.tif").is_file() and (tmp_path / "overlay" / "overlay000.png").is_file()
     assert "SEG" in result.output and str(tmp_path) in result.output
 
@@ -61,7 +66,7 @@ def test_reproduce_runs_end_to_end(tmp_path: Path) -> None:
 
 def test_ctc_scripts_run_from_sw(tmp_path: Path) -> None:
     from gruunet_cli.config import ModelMeta
-    from gruunet_cli.model import build_model
+    from gruunet_cli.nets.model import build_model
 
     weights = modelfile.save(tmp_path / "w" / "m", build_model(ModelConfig()), ModelMeta())
     sw = tmp_path / "SW"
@@ -89,7 +94,7 @@ def test_bench_post_measures_both_cases_on_real_probabilities() -> None:
 def test_denormals_are_flushed_once_a_device_is_chosen() -> None:
     import torch
 
-    from gruunet_cli.runtime import resolve_device
+    from gruunet_cli.inference.runtime import resolve_device
 
     torch.set_flush_denormal(False)
     tiny = torch.tensor([1e-39])  # below float32's smallest normal number (1.18e-38)
@@ -110,4 +115,4 @@ def test_bench_denormals_times_both_settings() -> None:
             torch.set_flush_denormal(True)  # as the rest of the suite runs
         assert result.exit_code == 0, result.output
         r = json.loads(result.output.strip().splitlines()[-1])
-        assert r["flush_denormal"] is flush and 0 < r["forward_s"] < r["train_step_s"]
+        assert r["flush_denormal"] is flush and r["forward_s"] > 0 and r["train_step_s"] > 0  # never timed here

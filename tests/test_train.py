@@ -10,15 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic import render, touching_discs, write_ctc
 from typer.testing import CliRunner
 
-from gruunet_cli import curves, modelfile
 from gruunet_cli.cli import app
 from gruunet_cli.config import Arch, LossName, ModelConfig
 from gruunet_cli.errors import UserError
-from gruunet_cli.model import build_model
-from gruunet_cli.train import TrainConfig, TrainData, _load_init, output_paths, run
-from synthetic import render, touching_discs, write_ctc
+from gruunet_cli.files import modelfile
+from gruunet_cli.nets.model import build_model
+from gruunet_cli.training import curves
+from gruunet_cli.training.train import (
+    TrainConfig,
+    TrainData,
+    _load_init,
+    output_paths,
+    run,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "ctc" / "sample" / "StarDist-nuclei-2D"
@@ -102,8 +109,8 @@ def test_resume_with_more_iterations_extends_the_run(sequence: TrainData, tmp_pa
 
 def test_resume_with_other_post_processing_rescores_the_best_model(sequence: TrainData, tmp_path: Path) -> None:
     from gruunet_cli.config import PostConfig
-    from gruunet_cli.data import scan, split
-    from gruunet_cli.validation import validate
+    from gruunet_cli.training.data import scan, split
+    from gruunet_cli.training.validation import validate
 
     first = run(small(iterations=4, val_interval=2), sequence, tmp_path / "m")
     post = PostConfig(threshold=-1.0, split=False, min_size=1)  # one image-sized object: SEG > 0 however poor the net

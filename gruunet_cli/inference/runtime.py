@@ -1,0 +1,79 @@
+"""Device, threads and mixed precision: one place that decides where tensors live."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from ..errors import UserError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' → the GPU when present, else the CPU; 'cpu', 'cuda', 'cuda:N' as given.
+
+    Also flushes denormal floats to zero on the CPU: a trained model's gradients hold many
+    values below 1e-38, and computing with them made a GRUU-Net training step about 3x slower
+    (`gruunet bench denormals`). The flag is per thread and torch's worker threads copy it
+    when they are created, so this runs first in `train` and `segment`.
+    """
+    torch.set_flush_denormal(True)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but no CUDA GPU is available")
+    return device
+
+
+def free_cores() -> int:
+    """CPU cores this process may use that other processes do not keep busy right now: the cores
+    it is allowed to run on less the other runnable processes (``/proc/loadavg``'s running count,
+    less this process; elsewhere the 1-minute load average), at least 1. On a busy machine torch's
+    default (one thread per core) made a 2D model 10x slower than one thread."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        with open("/proc/loadavg") as f:
+            busy = float(f.read().split()[3].split("/")[0]) - 1  # runnable now, less ourselves
+    except (OSError, IndexError, ValueError):
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, int(cores - busy + 0.5)))
+
+
+def set_threads(threads: int | None) -> int:
+    """CPU threads for torch: ``threads``, or the free cores (`free_cores`). Returns the number."""
+    n = threads or free_cores()
+    torch.set_num_threads(n)
+    return n
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """fp16/bf16 autocast on CUDA when enabled; a no-op on the CPU."""
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return nullcontext()
+
+
+def foreground_fn(model: torch.nn.Module, device: torch.device, amp: bool = True,
+                  iterations: bool = False):
+    """A numpy → numpy forward for `tiling.predict_tiled`: (B, *t) normalised tiles →
+    (B, K, *t) foreground probabilities, K = 1, or 9 per-step maps with ``iterations``
+    (GRUU-Net). The model must already be in eval mode."""
+
+    def run(batch):
+        x = torch.from_numpy(batch).unsqueeze(1).to(device, non_blocking=True)  # (B, 1, *t)
+        with torch.inference_mode(), autocast(device, amp):
+            if iterations:
+                steps = model(x, return_iterations=True)
+                p = torch.stack([s.float().softmax(1)[:, 1] for s in steps], dim=1)  # (B, 9, *t)
+            else:
+                p = model(x).float().softmax(1)[:, 1:2]  # (B, 1, *t)
+        return p.cpu().numpy()
+
+    return run

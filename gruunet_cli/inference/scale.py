@@ -1,0 +1,143 @@
+"""Object scale: segment cells imaged at another magnification than the training data.
+
+A model learns cells of about the size it was trained on (the model file records their median
+diameter). When a user's cells are much smaller or larger, the image is resized in-plane so its
+cells match that size, segmented, and the labels are resized back (nearest neighbour).
+Images: (H, W) or (Z, H, W); only H and W are resized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.segmentation import relabel_sequential
+from skimage.transform import resize
+
+from ..evaluation import metrics
+
+# With --diameter auto, factors this close to 1 are left alone: the training zoom already
+# covers them, and resampling costs a second pass and a little boundary precision.
+TOLERANCE = 1.25
+# With --diameter auto, factors are kept within this (and its inverse): a first pass that finds
+# only specks must not blow an image up tenfold.
+MAX_AUTO = 4.0
+
+
+def object_diameters(labels: np.ndarray) -> np.ndarray:
+    """Equivalent diameter 2·sqrt(area/π) (px) of each object of a label image, in-plane: a 3D
+    object counts with its largest slice. (n,) float64, in label order.
+
+    >>> lab = np.zeros((20, 20), int); lab[0:4, 0:4] = 1; lab[10:20, 10:20] = 3
+    >>> object_diameters(lab).round(3).tolist()
+    [4.514, 11.284]
+    """
+    lab = labels if labels.ndim == 3 else labels[None]
+    n = int(lab.max(initial=0))
+    if not n:
+        return np.zeros(0)
+    a = np.stack([np.bincount(s.ravel(), minlength=n + 1) for s in lab]).max(axis=0)[1:]  # (n,)
+    return 2 * np.sqrt(a[a > 0] / np.pi)
+
+
+def object_diameter(label_images: list[np.ndarray]) -> float | None:
+    """Median equivalent diameter (px) of the objects of some label images (see
+    `object_diameters`). None when there are no objects.
+
+    >>> lab = np.zeros((20, 20), int); lab[0:4, 0:4] = 1; lab[10:20, 10:20] = 2; lab[5:7, 12:14] = 3
+    >>> round(object_diameter([lab]), 3)  # areas 16, 100, 4 → median 16
+    4.514
+    """
+    d = np.concatenate([object_diameters(labels) for labels in label_images] or [np.zeros(0)])
+    return float(np.median(d)) if d.size else None
+
+
+def factor(model_diameter: float | None, diameter: float | None, auto: bool) -> float | None:
+    """In-plane resize factor that brings cells of ``diameter`` to ``model_diameter``, or None
+    when nothing should be resized (unknown sizes, or with ``auto`` a factor within TOLERANCE)."""
+    if not model_diameter or not diameter:
+        return None
+    f = model_diameter / diameter
+    if auto and 1 / TOLERANCE <= f <= TOLERANCE:
+        return None
+    return float(np.clip(f, 1 / MAX_AUTO, MAX_AUTO)) if auto else f
+
+
+# With --diameter auto, a first pass that finds cells smaller than the model's also looks at the
+# image shrunk by these factors: when large cells break into fragments at full size, the
+# fragments look small, but shrunk enough the cells come out whole.
+PROBE_SCALES = (0.5, 0.25, 0.125)
+MIN_PROBE_SIDE = 48  # px: smaller probe images say nothing
+# Whole cells keep their diameter (in the original image's pixels) when the image shrinks;
+# fragments are sized by the network, so theirs doubles with every halving: √2 is midway.
+CONSISTENT = float(np.sqrt(2.0))
+# A probe's cells are whole when they match the next smaller probe's at least this well (SEG of
+# the probe's labels against the smaller probe's): a split cell matches neither half.
+AGREE = 0.7
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Labels found on an image resized in-plane by ``scale`` (at that scale)."""
+
+    scale: float
+    labels: np.ndarray
+
+    @property
+    def diameter(self) -> float | None:
+        """Median cell diameter in the original image's pixels."""
+        d = object_diameter([self.labels])
+        return None if d is None else d / self.scale
+
+
+def agreement(probe: Probe, smaller: Probe) -> float:
+    """SEG of ``probe``'s labels against those of a probe at a smaller scale (brought to its size).
+
+    >>> lab = np.zeros((8, 8), int); lab[:4] = 1; lab[4:] = 2
+    >>> half = np.zeros((4, 4), int); half[:2] = 1; half[2:] = 2
+    >>> agreement(Probe(1.0, lab), Probe(0.5, half))
+    1.0
+    >>> split = lab.copy(); split[:4, 4:] = 3  # the first cell split in two halves
+    >>> agreement(Probe(1.0, split), Probe(0.5, half))
+    0.5
+    """
+    ref = labels_to_shape(smaller.labels, probe.labels.shape)
+    return metrics.seg_score(metrics.match_objects(ref, probe.labels).jaccard)
+
+
+def fragmented(first: Probe, half: Probe) -> bool:
+    """Whether the full-size pass broke the cells into fragments: the half-size probe finds cells
+    whose diameter (in original pixels) grew by more than `CONSISTENT`.
+
+    >>> lab = np.zeros((64, 64), int); lab[:8, :8] = 1; lab[20:28, 20:28] = 2
+    >>> fragmented(Probe(1.0, lab), Probe(0.5, lab[::2, ::2]))  # the same cells
+    False
+    >>> fragmented(Probe(1.0, lab), Probe(0.5, lab))  # twice the size in original pixels
+    True
+    """
+    d1, d2 = first.diameter, half.diameter
+    return d2 is not None and (d1 is None or d2 / d1 > CONSISTENT)
+
+
+def whole_probe(probes: Sequence[Probe]) -> Probe:
+    """Of probes at decreasing scales (all but the full size), the largest whose cells are whole
+    (`agreement` with the next one ≥ `AGREE`); else the most shrunk one that found cells."""
+    for probe, smaller in zip(probes, probes[1:]):
+        if probe.diameter is not None and agreement(probe, smaller) >= AGREE:
+            return probe
+    found = [p for p in probes if p.diameter is not None]
+    return found[-1] if found else probes[-1]
+
+
+def resize_plane(image: np.ndarray, f: float) -> np.ndarray:
+    """(*Z, H, W) → (*Z, round(f·H), round(f·W)) float32, bilinear (area-smoothed when shrinking)."""
+    shape = (*image.shape[:-2], *(max(1, int(round(s * f))) for s in image.shape[-2:]))
+    return resize(image.astype(np.float32), shape, order=1, anti_aliasing=f < 1, preserve_range=True).astype(np.float32)
+
+
+def labels_to_shape(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Labels resized to ``shape`` by nearest neighbour, renumbered 1..n (objects may vanish
+    when shrinking), same dtype."""
+    zoomed = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)
+    return relabel_sequential(zoomed)[0]

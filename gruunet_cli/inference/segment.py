@@ -1,0 +1,285 @@
+"""`gruunet segment`: CTC masks (``maskNNN.tif``) for every frame of a sequence, 2D or 3D, any size.
+
+Per frame: percentile normalisation (the model file's), tiled prediction of the foreground
+probability, instances by `instances.probability_to_labels`, an atomic write. A 3D stack with a
+2D model is predicted slice by slice and its labels are linked across slices by 3D connectivity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ..config import Arch, PostConfig
+from ..errors import UserError
+from ..files import ctc, images, modelfile
+from ..files.atomic import writable_dir
+from . import instances, normalize, scale
+from .outputs import (
+    SCALES_FILE,
+    describe_scale,
+    write_iterations,
+    write_overlay,
+    write_scales,
+)
+from .predict import probability
+from .runtime import resolve_device, set_threads
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How to run inference. ``post`` overrides the model file's post-processing when given."""
+
+    tile: int | None = None  # tile side (px) along H and W; None: `tiling.plan_tile` (whole image when it fits)
+    tile_z: int = 64  # tile depth for 3D models
+    overlap: int = 64  # overlap between tiles (px)
+    batch: int | None = None  # tiles per forward pass (default: 1 on CPU, where bigger batches only thrash caches; 4 on GPU)
+    device: str = "auto"
+    amp: bool = True  # mixed precision on GPU
+    threads: int | None = None  # CPU threads
+    overwrite: bool = False
+    post: PostConfig | None = None
+    # Or single post-processing fields (threshold=..., min_size=...) replacing the model file's.
+    post_overrides: dict[str, object] = dataclasses.field(default_factory=dict)
+    # Cell diameter in px of the images to segment, or "auto" (estimated by a first pass); the
+    # image is resized so its cells have the training size (`scale.py`). None: as is.
+    diameter: float | Literal["auto"] | None = "auto"
+    channel: int | None = None  # colour / channel to segment (default: RGB → grey, others must choose)
+
+
+# A given --diameter may resize images by at most this factor either way (beyond it a typo such as
+# 0.01 would ask for hundreds of GiB, or shrink cells to nothing).
+MAX_GIVEN_FACTOR = 8.0
+
+
+class Predictor:
+    """A loaded model plus everything needed to turn an image into probabilities and labels."""
+
+    def __init__(self, weights: Path, opts: SegmentOptions) -> None:
+        set_threads(opts.threads)
+        self.device = resolve_device(opts.device)
+        self.model, self.meta = modelfile.load(weights, self.device)
+        self.opts = opts
+        self.post = opts.post or dataclasses.replace(self.meta.post, **opts.post_overrides)
+        if opts.diameter not in (None, "auto"):
+            if not self.meta.object_diameter:
+                raise UserError("this model file records no training cell size; segment with --diameter auto or off", weights)
+            d, f = float(opts.diameter), self.meta.object_diameter / float(opts.diameter)
+            if not 1 / MAX_GIVEN_FACTOR <= f <= MAX_GIVEN_FACTOR:
+                lo, hi = self.meta.object_diameter / MAX_GIVEN_FACTOR, self.meta.object_diameter * MAX_GIVEN_FACTOR
+                raise UserError(f"--diameter {d:g} would resize images {f:.3g}x (the model's cells are "
+                                f"{self.meta.object_diameter:.1f} px); give a diameter between {lo:.1f} and {hi:.1f} px")
+
+    @property
+    def batch(self) -> int:
+        return self.opts.batch or (4 if self.device.type == "cuda" else 1)
+
+    @property
+    def dims(self) -> int:
+        return self.meta.model.dims
+
+    def probabilities(self, image: np.ndarray, iterations: bool = False) -> np.ndarray:
+        """Foreground probability of a raw image: (K, *S) float32 (K = 1, or 9 per-step maps)."""
+        lo, hi = normalize.percentiles(image, self.meta.norm)
+        o = self.opts
+        return probability(self.model, image, self.device, tile=o.tile, tile_z=o.tile_z, overlap=o.overlap,
+                           batch=self.batch, amp=o.amp, prepare=lambda t: normalize.apply(t, lo, hi),
+                           iterations=iterations)
+
+    def labels(self, image: np.ndarray, p_fg: np.ndarray | None = None) -> np.ndarray:
+        """Instance labels (uint16, 0 = background) of the same shape as ``image``.
+
+        ``p_fg`` (*S): the image's foreground probability when already computed. With
+        ``opts.diameter`` the image is first resized in-plane so that its cells have the size
+        the model was trained on; labels are found at that scale and resized back. What was
+        measured and used is left in ``self.last_scale`` (diameter, factor).
+        """
+        self.last_scale: dict[str, float | None] = {"diameter": None, "factor": 1.0}
+
+        def as_is() -> np.ndarray:
+            return self.labels_from(self.probabilities(image)[0] if p_fg is None else p_fg, image)
+
+        model_d = self.meta.object_diameter
+        if self.opts.diameter is None or not model_d:  # resizing needs the training size
+            return as_is()
+        if self.opts.diameter == "auto":
+            return self.auto_labels(image, as_is())
+        diameter = float(self.opts.diameter)
+        f = scale.factor(model_d, diameter, auto=False)
+        self.last_scale = {"diameter": diameter, "factor": f}
+        return self.labels_at(image, f)
+
+    def labels_at(self, image: np.ndarray, f: float) -> np.ndarray:
+        """Labels found on the image resized in-plane by ``f``, brought back to its shape."""
+        return scale.labels_to_shape(self.labels_at_scale(image, f), image.shape)
+
+    def auto_labels(self, image: np.ndarray, first: np.ndarray) -> np.ndarray:
+        """``--diameter auto``: the first pass's labels ``first`` measure the cells. Cells about the
+        model's size are kept; larger ones are segmented again at the model's size. Cells that look
+        smaller may be fragments of large cells, so the image is probed shrunk by
+        `scale.PROBE_SCALES`: if the half-size probe finds cells of the same size, they are small
+        and the image is enlarged to the model's size; if it finds larger ones, the network
+        fragments these cells at full size, and the labels of the largest probe whose cells are
+        whole (`scale.whole_probe`) are kept, resized back."""
+        model_d = self.meta.object_diameter
+        full = scale.Probe(1.0, first)
+        d1 = full.diameter
+        if d1 is None or d1 < model_d / scale.TOLERANCE:
+            scales = [s for s in scale.PROBE_SCALES if min(image.shape[-2:]) * s >= scale.MIN_PROBE_SIDE]
+            probes = [scale.Probe(s, self.labels_at_scale(image, s)) for s in scales[:1]]
+            if probes and scale.fragmented(full, probes[0]):
+                probes += [scale.Probe(s, self.labels_at_scale(image, s)) for s in scales[1:]]
+                chosen = scale.whole_probe(probes)
+                self.last_scale = {"diameter": chosen.diameter, "factor": chosen.scale}
+                return scale.labels_to_shape(chosen.labels, image.shape)
+            if d1 is None:
+                return first
+        f = scale.factor(model_d, d1, auto=True)
+        self.last_scale = {"diameter": d1, "factor": f or 1.0}
+        return first if f is None else self.labels_at(image, f)
+
+    def labels_at_scale(self, image: np.ndarray, s: float) -> np.ndarray:
+        """Labels of the image resized in-plane by ``s``, at that scale."""
+        resized = scale.resize_plane(image, s)
+        return self.labels_from(self.probabilities(resized)[0], resized, s)
+
+    def labels_from(self, p_fg: np.ndarray, image: np.ndarray, f: float = 1.0) -> np.ndarray:
+        """Instance labels from this image's foreground probability (*S); ``f``: how much the image
+        was resized in-plane, so that ``min_size`` stays in the original image's pixels."""
+        post = self.post
+        if f != 1.0:
+            post = dataclasses.replace(post, min_size=int(round(post.min_size * f * f)))
+        # A 2D model's slices are linked by 3D connectivity; growth stays in-plane there.
+        return instances.probability_to_labels(p_fg, post, in_plane=image.ndim == 3 and self.dims == 2)
+
+
+def check_image(path: Path, image: np.ndarray, dims: int) -> None:
+    """One-line errors for images the model cannot take."""
+    if image.dtype.kind not in "uif" or image.ndim not in (2, 3):
+        raise UserError(f"expected a 2D or 3D grey image, got shape {image.shape} of {image.dtype}", path)
+    if dims == 3 and image.ndim == 2:
+        raise UserError("a 3D model needs (Z, H, W) stacks, this image is 2D", path)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to segment and the mask file it becomes."""
+
+    path: Path
+    target: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def input_jobs(source: Path, out_dir: Path) -> list[Job]:
+    """What to segment: a CTC sequence folder (``tNNN.tif`` → ``maskNNN.tif``, the input's digit
+    count), one such file, or any other image file or folder of images (``NAME.ext`` →
+    ``NAME_masks.tif``, as Cellpose names them; ``*_masks.*`` files are not inputs)."""
+    source, out_dir = Path(source), Path(out_dir)
+    if source.is_file():
+        m = ctc.IMAGE_RE.match(source.name)
+        if m is not None:
+            return [Job(source, ctc.mask_path(out_dir, int(m.group(1)), len(m.group(1))))]
+        if not images.is_image(source):
+            raise UserError("not an image file (.tif, .tiff, .png, .jpg)", source)
+        return [Job(source, out_dir / f"{source.stem}_masks.tif")]
+    if source.is_dir() and any(ctc.IMAGE_RE.match(p.name) for p in source.iterdir()):
+        return [Job(f.path, ctc.mask_path(out_dir, f.frame, f.digits)) for f in ctc.list_images(source)]
+    if not source.is_dir():
+        raise UserError("does not exist", source)
+    found = sorted(p for p in source.iterdir() if images.is_image(p) and not p.stem.endswith("_masks"))
+    if not found:
+        raise UserError("no images here (tNNN.tif frames, or .tif/.png/.jpg files)", source)
+    return [Job(p, out_dir / f"{p.stem}_masks.tif") for p in found]
+
+
+def mask_is_done(target: Path, source: Path) -> bool:
+    """An existing mask counts as done only when it can be read and has the input's plane size:
+    a zero-byte or broken file from a crash, or another image's mask, is redone."""
+    try:
+        if target.stat().st_size == 0:
+            return False
+        have = images.image_shape(target)
+        want = images.image_shape(source)
+    except (OSError, UserError):
+        return False
+    return tuple(have[-2:]) == tuple(want[-2:]) or tuple(have[-2:]) == tuple(want[:2])  # (H, W, 3) RGB inputs
+
+
+def run(
+    source: Path,
+    out_dir: Path,
+    weights: Path,
+    opts: SegmentOptions = SegmentOptions(),
+    iterations_dir: Path | None = None,
+    overlay_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+    on_scale: Callable[[str, dict], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> list[Path]:
+    """Segment ``source`` (see `input_jobs`) into ``out_dir`` (``maskNNN.tif`` or ``NAME_masks.tif``).
+
+    Frames whose mask exists (readable, of the input's size) are skipped unless ``opts.overwrite``.
+    ``on_note(text)`` hears how channels were handled (once per kind); ``on_scale(name, info)``
+    the cell diameter measured and the resize factor used for each image (also written to
+    ``out_dir/scales.csv`` when rescaling is on). ``iterations_dir`` receives
+    the per-step maps of the first segmented frame; ``overlay_dir`` one PNG per frame.
+    ``on_start(n)`` hears how many images there are, ``progress(name)`` is called after each.
+    Returns the masks written.
+    """
+    jobs = input_jobs(Path(source), Path(out_dir))
+    if on_start is not None:
+        on_start(len(jobs))
+    writable_dir(out_dir)  # before any model is loaded or image computed
+    for folder in (iterations_dir, overlay_dir):
+        if folder is not None:
+            writable_dir(folder)
+    predictor = Predictor(Path(weights), opts)
+    written: list[Path] = []
+    scales: list[dict[str, object]] = []
+    notes: set[str] = set()
+    want_iterations = iterations_dir is not None
+    for job in jobs:
+        if not opts.overwrite and job.target.exists() and mask_is_done(job.target, job.path):
+            if progress:
+                progress(f"{job.name} (kept)")
+            continue
+        image, note = images.read_grey(job.path, opts.channel)
+        if note is not None and note.split(":", 1)[1] not in notes:  # each kind of note once per run
+            notes.add(note.split(":", 1)[1])
+            if on_note is not None:
+                on_note(note)
+        check_image(job.path, image, predictor.dims)
+        if want_iterations:
+            if predictor.meta.model.arch != Arch.gruunet:
+                raise UserError("--iterations needs a GRUU-Net model file", weights)
+            maps = predictor.probabilities(image, iterations=True)
+            write_iterations(Path(iterations_dir), image, maps)
+            labels = predictor.labels(image, maps[-1])  # the last step is the normal output
+            want_iterations = False
+        else:
+            labels = predictor.labels(image)
+        ctc.write_mask(job.target, labels)
+        written.append(job.target)
+        scales.append({"image": job.name, "mask": job.target.name, **predictor.last_scale})
+        if on_scale is not None and opts.diameter is not None:
+            on_scale(job.name, predictor.last_scale)
+        if overlay_dir is not None:
+            stem = job.target.stem.replace("mask", "overlay", 1) if job.target.stem.startswith("mask") else job.path.stem
+            write_overlay(Path(overlay_dir) / f"{stem}.png", image, labels, predictor.meta.norm)
+        if progress:
+            progress(job.name)
+    if scales and opts.diameter is not None:
+        write_scales(Path(out_dir) / SCALES_FILE, scales)
+    return written
+
+
+__all__ = ["Predictor", "SegmentOptions", "describe_scale", "input_jobs", "mask_is_done", "run", "SCALES_FILE"]

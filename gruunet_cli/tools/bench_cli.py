@@ -1,0 +1,181 @@
+"""`gruunet bench …`: speed benchmarks, measured side by side in one run (never asserted in tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import UserError, user_errors
+from ..options import Command, Device
+
+bench_app = typer.Typer(help="Speed benchmarks, measured side by side in one run.", no_args_is_help=True,
+                        rich_markup_mode=None)
+
+
+@bench_app.command("evaluate", cls=Command)
+@user_errors
+def bench_evaluate(
+    frames: Annotated[int, typer.Option(min=1, help="Frames in the synthetic sequence.")] = 92,
+    size: Annotated[int, typer.Option(min=64, help="Frame side in pixels.")] = 1024,
+    objects: Annotated[int, typer.Option(min=1, help="Objects per frame.")] = 150,
+    repeats: Annotated[int, typer.Option(min=1, help="Alternating repetitions; the best time counts.")] = 1,
+) -> None:
+    """Time `evaluate` against py-ctcmetrics (when installed) on a synthetic sequence."""
+    import tempfile
+
+    from . import bench
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = bench.bench_evaluate(Path(tmp), frames=frames, size=size, objects=objects, repeats=repeats)
+    for key, value in out.items():
+        typer.echo(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
+
+
+@bench_app.command("model", cls=Command)
+@user_errors
+def bench_model(
+    size: Annotated[int, typer.Option(min=16, help="Crop side in pixels.")] = 256,
+    batch: Annotated[int, typer.Option(min=1, help="Crops per batch.")] = 1,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repetitions; the best counts.")] = 3,
+    device: Device = "cpu",
+    unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels (Ronneberger: 64).")] = 64,
+) -> None:
+    """Parameters and forward / forward+backward seconds per crop: GRUU-Net vs U-Net, side by side."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import bench
+
+    rows = bench.bench_model(size=size, batch=batch, repeats=repeats, device=device, unet_base=unet_base)
+    table = Table(title=f"{size}×{size} crops, batch {batch}, {device}")
+    for col in ("model", "parameters", "forward s/crop", "forward+backward s/crop"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["model"], f"{r['parameters']:,}", f"{r['fwd_s_per_crop']:.4f}", f"{r['fwd_bwd_s_per_crop']:.4f}")
+    Console().print(table)
+
+
+@bench_app.command("train", cls=Command)
+@user_errors
+def bench_train(
+    images: Annotated[Path | None, typer.Option(help="Sequence folder (default: synthetic touching nuclei).")] = None,
+    gt: Annotated[Path | None, typer.Option(help="Its GT folder.")] = None,
+    crop: Annotated[int, typer.Option(min=16, help="Crop side.")] = 96,
+    batch: Annotated[int, typer.Option(min=1, help="Crops per step.")] = 2,
+    workers: Annotated[list[int], typer.Option("--workers", help="Worker counts to compare.")] = [2, 4],
+    steps: Annotated[int, typer.Option(min=1, help="Timed steps per measurement.")] = 30,
+    device: Device = "auto",
+) -> None:
+    """Prefetcher crops/s vs training-step crops/s, and the fraction of step time spent waiting for data."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..config import NormConfig
+    from ..inference.runtime import resolve_device
+    from ..training import data
+    from . import bench
+
+    dev = str(resolve_device(device))
+    if images is not None:
+        if gt is None:
+            raise UserError("--images needs --gt")
+        frames = data.load_frames(images, gt, 2, NormConfig())
+    else:
+        frames = bench.synthetic_frames()
+    rows = bench.bench_train(frames, crop, batch, tuple(workers), steps, dev)
+    table = Table(title=f"training input pipeline: {crop}×{crop} crops, batch {batch}, {dev}")
+    for col in ("workers", "prefetcher crops/s", "train step crops/s", "loop crops/s", "data wait"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["workers"]), f"{r['produced_crops_per_s']:.1f}", f"{r['consumed_crops_per_s']:.1f}",
+                      f"{r['loop_crops_per_s']:.1f}", f"{r['data_wait_fraction']:.1%}")
+    Console().print(table)
+
+
+@bench_app.command("denormals", cls=Command)
+@user_errors
+def bench_denormals(
+    weights: Annotated[Path | None, typer.Option(help="Model file (default: the bundled GRUU-Net).")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repetitions; the best counts.")] = 3,
+    flush: Annotated[bool, typer.Option("--flush/--no-flush", help="With --inline: the case to measure.")] = True,
+    inline: Annotated[bool, typer.Option("--inline", help="Measure one case in this process.")] = False,
+) -> None:
+    """CPU seconds of a trained model with denormal floats kept vs flushed to zero (gruunet flushes)."""
+    import json
+
+    from . import bench
+    from .demo import WEIGHTS
+
+    weights = weights or WEIGHTS
+    if inline:
+        typer.echo(json.dumps(bench.bench_denormals_one(weights, flush, repeats)))
+        return
+    runs = {case: _inline_run(["denormals", case, "--weights", str(weights), "--repeats", str(repeats)])
+            for case in ("--no-flush", "--flush")}
+    kept, flushed = runs["--no-flush"], runs["--flush"]
+    for key, name in (("forward_s", "forward"), ("train_step_s", "training step")):
+        typer.echo(f"{name}: {kept[key]:.3f} s with denormals, {flushed[key]:.3f} s flushed, "
+                   f"{kept[key] / flushed[key]:.2f}x ({flushed['threads']} threads, two 96x96 crops)")
+
+
+def _inline_run(args: list[str]) -> dict:
+    """``gruunet bench ARGS --inline`` in a fresh process (a clean memory peak); its JSON line."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "gruunet_cli", "bench", *args, "--inline"]
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+
+
+@bench_app.command("segment", cls=Command)
+@user_errors
+def bench_segment(
+    sizes: Annotated[list[int], typer.Option("--size", help="Image side(s) in pixels; each runs in a fresh process.")] = [512, 2048],
+    weights: Annotated[Path | None, typer.Option(help="Model file (default: a random GRUU-Net; speed is the same).")] = None,
+    tile: Annotated[int, typer.Option(min=16, help="Tile side.")] = 512,
+    device: Device = "cpu",
+    inline: Annotated[bool, typer.Option("--inline", help="Measure in this process (one size).")] = False,
+) -> None:
+    """Seconds per megapixel and peak memory of `segment` for several image sizes."""
+    import json
+
+    from . import bench
+
+    if inline:
+        for size in sizes:
+            typer.echo(json.dumps(bench.bench_segment_one(size, weights, tile, device)))
+        return
+    for size in sizes:
+        r = _inline_run(["segment", "--size", str(size), "--tile", str(tile), "--device", device]
+                        + (["--weights", str(weights)] if weights else []))
+        typer.echo(f"{r['size']}x{r['size']}: {r['seconds']:.1f} s, {r['s_per_mpx']:.2f} s/Mpx, "
+                   f"peak RSS {r['peak_rss_mib']:.0f} MiB (before: {r['rss_before_mib']:.0f} MiB), {r['objects']} objects")
+
+
+@bench_app.command("post", cls=Command)
+@user_errors
+def bench_post(
+    sizes: Annotated[list[int], typer.Option("--size", help="Map side(s) in pixels; each case runs in a fresh process.")] = [2048],
+    weights: Annotated[Path | None, typer.Option(help="Model file for the probability map (default: the bundled GRUU-Net).")] = None,
+    split: Annotated[bool, typer.Option("--split/--no-split", help="With --inline: the case to measure.")] = True,
+    inline: Annotated[bool, typer.Option("--inline", help="Measure one case in this process.")] = False,
+) -> None:
+    """Post-processing alone, plain components against the distance split, on tiled real probabilities."""
+    import json
+
+    from . import bench
+    from .demo import WEIGHTS
+
+    weights = weights or WEIGHTS
+    if inline:
+        for size in sizes:
+            typer.echo(json.dumps(bench.bench_post_one(size, split, weights)))
+        return
+    for size in sizes:
+        for case in ("--no-split", "--split"):
+            r = _inline_run(["post", "--size", str(size), case, "--weights", str(weights)])
+            typer.echo(f"{size}x{size} {'split' if r['split'] else 'components'}: {r['seconds']:.1f} s, peak RSS "
+                       f"{r['peak_rss_mib']:.0f} MiB (before: {r['rss_before_mib']:.0f} MiB), {r['objects']} objects")

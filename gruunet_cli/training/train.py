@@ -1,0 +1,304 @@
+"""`gruunet train`: the paper's training procedure (Section 2.3), as an outline of small steps.
+
+AMSGrad (Adam, amsgrad=True, β = 0.9/0.999), batches of augmented crops centred on ground-truth
+objects from the prefetcher, validation every ``val_interval`` iterations (loss, Dice, SEG) by
+`segment`'s own path, early stopping on a plateau, the best model kept, un-augmented crops in the
+last phase, atomic checkpoints, bit-for-bit ``--resume``, Ctrl-C saves and stops. Under `torchrun`
+each rank trains a DistributedDataParallel replica with its own augmentation workers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import Arch, LossName, ModelConfig, ModelMeta, to_dict
+from ..errors import UserError
+from ..files import modelfile
+from ..files.atomic import writable_dir
+from ..inference.runtime import autocast, resolve_device, set_threads
+from ..nets.model import build_model, count_parameters
+from . import curves, distributed
+from .checkpoint import TrainState, load_checkpoint, output_paths, save_checkpoint
+from .data import guess_dims
+from .loss import compute_loss
+from .options import TrainConfig, TrainData, default_lr
+from .prefetch import SamplingConfig, make_loader
+from .prepare import Prepared, prepare
+from .stopping import deferred_stop
+from .validation import ValScores, validate
+
+__all__ = ["TrainConfig", "TrainData", "TrainResult", "default_lr", "guess_dims", "output_paths", "prepare", "run"]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What the model file records about how and on what the run trained."""
+
+    parameters: int
+    device: str
+    world_size: int
+    threads: int
+    object_diameter: float | None
+    ignored: dict[str, int]
+    train_frames: list[str]
+    val_frames: list[str]
+
+
+@dataclass
+class Interval:
+    """Training statistics since the last validation."""
+
+    loss: float = 0.0
+    steps: int = 0
+    wait_s: float = 0.0  # waiting for the prefetcher
+    time_s: float = 0.0
+
+    def add(self, loss: float, wait_s: float, time_s: float) -> None:
+        self.loss, self.steps = self.loss + loss, self.steps + 1
+        self.wait_s, self.time_s = self.wait_s + wait_s, self.time_s + time_s
+
+    @property
+    def wait_fraction(self) -> float:
+        return self.wait_s / max(self.time_s, 1e-9)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_path: Path
+    iterations: int
+    best_iteration: int
+    best_seg: float
+    stopped_early: bool
+    interrupted: bool
+    rows: list[dict[str, float]]
+    signal: int = 0  # 2 (SIGINT) or 15 (SIGTERM) when interrupted
+
+
+@dataclass
+class Run:
+    """Everything the loop works with, made by `_setup`."""
+
+    cfg: TrainConfig
+    src: TrainData
+    paths: dict[str, Path]
+    device: torch.device
+    dinfo: distributed.DistInfo
+    prep: Prepared
+    model: nn.Module
+    net: nn.Module  # the model, or its DDP wrapper
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    state: TrainState
+    info: RunInfo
+    interval: Interval = field(default_factory=Interval)
+
+
+def init_model_config(path: Path, arch: Arch, dims: int) -> ModelConfig:
+    """The architecture of a model file to fine-tune, checked against ``--model`` and the data's dims."""
+    meta = modelfile.read_meta(path)
+    if meta.model.arch != arch:
+        raise UserError(f"is a {meta.model.arch.value} model file; train it with --model {meta.model.arch.value}", path)
+    if meta.model.dims != dims:
+        raise UserError(f"is a {meta.model.dims}D model, the training data is {dims}D", path)
+    return meta.model
+
+
+def _load_init(path: Path, model: nn.Module, model_cfg: ModelConfig) -> None:
+    """Copy a model file's weights into ``model`` (same architecture; safetensors, no code runs)."""
+    if modelfile.read_meta(path).model != model_cfg:
+        raise UserError("its architecture differs from the one being trained", path)
+    modelfile.load_weights_into(path, model)
+
+
+def _meta(run: Run, val_dice: float | None = None) -> ModelMeta:
+    cfg, state = run.cfg, run.state
+    info = {k: v for k, v in asdict(run.info).items() if k != "object_diameter"}
+    training = {
+        "config": to_dict(cfg),
+        "crop": run.prep.crop,
+        "data": run.src.describe(),
+        "best_iteration": state.best_iteration,
+        "best_val_seg": state.best_seg if math.isfinite(state.best_seg) else None,
+        "iterations_run": state.iteration,
+        "wall_time_s": round(state.elapsed_s, 1),
+        **info,
+        **({} if val_dice is None else {"val_dice": val_dice}),
+    }
+    return ModelMeta(model=cfg.model, norm=cfg.norm, post=cfg.post, object_diameter=run.info.object_diameter,
+                     training=training)
+
+
+def run(cfg: TrainConfig, src: TrainData, out: Path, resume: bool = False,
+        progress: Callable[[int, dict[str, float]], None] | None = None,
+        on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train and write the best model to ``out`` (``NAME.safetensors`` + ``.json``), with
+    ``NAME.train_log.csv``, ``NAME.curves.png`` and ``NAME.ckpt.pt`` beside it.
+
+    ``progress(iteration, stats)`` is called after every step on the main rank; ``on_step(i)``
+    before step i (a hook; tests raise KeyboardInterrupt there to simulate Ctrl-C).
+    """
+    r = _setup(cfg, src, out, resume)
+    stopped_early, signum = _loop(r, progress, on_step)
+    return _finish(r, stopped_early, signum)
+
+
+def _setup(cfg: TrainConfig, src: TrainData, out: Path, resume: bool) -> Run:
+    """Device and ranks, output folder, data, model, optimizer, and the checkpoint when resuming."""
+    threads = set_threads(cfg.threads)  # first: the denormal flush below must reach every torch thread
+    device = resolve_device(cfg.device)
+    dinfo = distributed.init_from_env(device.type)
+    if dinfo.enabled and device.type == "cuda":
+        device = torch.device("cuda", dinfo.local_rank)
+        torch.cuda.set_device(device)
+    paths = output_paths(out)
+    writable_dir(paths["model"].parent)  # before any data is read or iteration spent
+    prep = prepare(cfg, src)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
+    model = build_model(cfg.model).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), amsgrad=True)
+    state = TrainState()
+    if cfg.init is not None and not resume:
+        _load_init(Path(cfg.init), model, cfg.model)
+    if resume:
+        state, before = load_checkpoint(paths["checkpoint"], model, opt, cfg)
+        if before["post"] != to_dict(cfg.post) and state.best_iteration and dinfo.main:
+            # The best SEG so far was scored with other post-processing: score it again.
+            best, _ = modelfile.load(paths["model"], device)
+            state.best_seg = validate(best, prep.val, device, cfg.post, cfg.gamma, cfg.amp, cfg.norm).seg
+    net: nn.Module = model
+    if dinfo.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    use_fp16 = cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    info = RunInfo(count_parameters(model), str(device), dinfo.world, threads, prep.object_diameter, prep.ignored,
+                   [r.name for refs in prep.train for r in refs], [f.name for f in prep.val])
+    return Run(cfg, src, paths, device, dinfo, prep, model, net, opt, torch.amp.GradScaler("cuda", enabled=use_fp16),
+               state, info)
+
+
+def _batches(r: Run) -> Iterator[dict[str, torch.Tensor]]:
+    """The prefetcher's batches from the run's current iteration on (augmented until the last phase)."""
+    cfg = r.cfg
+    sampling = SamplingConfig(
+        crop=r.prep.crop, batch=cfg.batch, seed=cfg.seed, augment=cfg.augment,
+        clean_from_batch=int(cfg.iterations * (1 - cfg.clean_fraction)),
+        weight_maps=cfg.loss == LossName.wce, world=r.dinfo.world,
+    )
+    loader = make_loader(r.prep.train, sampling, cfg.workers, start_batch=r.state.iteration, rank=r.dinfo.rank,
+                         world=r.dinfo.world, pin_memory=r.device.type == "cuda", norm=cfg.norm)
+    return iter(loader)
+
+
+def _loop(r: Run, progress: Callable[[int, dict[str, float]], None] | None,
+          on_step: Callable[[int], None] | None) -> tuple[bool, int]:
+    """Steps until the last iteration, a plateau or a stop signal; returns (stopped early, signal
+    number or 0)."""
+    cfg, state = r.cfg, r.state
+    batches = _batches(r)
+    t_start = time.perf_counter() - state.elapsed_s
+    try:
+        with deferred_stop() as stop_signal:
+            while state.iteration < cfg.iterations:
+                if on_step is not None:
+                    on_step(state.iteration)
+                if stop_signal.received:  # Ctrl-C or SIGTERM between steps: a consistent state to save
+                    return False, stop_signal.received
+                t0 = time.perf_counter()
+                batch = next(batches)
+                t_data = time.perf_counter() - t0
+                loss = train_step(r.net, r.opt, r.scaler, batch, cfg, r.device)
+                state.iteration += 1
+                r.interval.add(loss, t_data, time.perf_counter() - t0)
+                if r.dinfo.main and progress is not None:
+                    progress(state.iteration, {"loss": loss, "wait": r.interval.wait_fraction})
+                last = state.iteration == cfg.iterations
+                if (state.iteration % cfg.val_interval == 0 or last) and _validate(r, t_start):
+                    return True, 0
+                if r.dinfo.main and (state.iteration % cfg.checkpoint_interval == 0 or last):
+                    save_checkpoint(r.paths["checkpoint"], r.model, r.opt, state, cfg)
+    except KeyboardInterrupt:
+        return False, 2
+    finally:
+        del batches  # stops the worker processes
+        state.elapsed_s = time.perf_counter() - t_start
+    return False, 0
+
+
+def _validate(r: Run, t_start: float) -> bool:
+    """Validate on the main rank, log and keep the best model; whether every rank stops (plateau)."""
+    stop = False
+    if r.dinfo.main:
+        r.state.elapsed_s = time.perf_counter() - t_start
+        cfg = r.cfg
+        scores = validate(r.model, r.prep.val, r.device, cfg.post, cfg.gamma, cfg.amp, cfg.norm)
+        stop = _record(r, scores)
+        r.interval = Interval()
+    return distributed.broadcast_flag(stop, r.dinfo, r.device)
+
+
+def _record(r: Run, scores: ValScores) -> bool:
+    """Log a validation, keep the best model, and say whether the plateau has lasted long enough."""
+    state, iv = r.state, r.interval
+    steps = max(iv.steps, 1)
+    state.rows.append({
+        "iteration": state.iteration,
+        "train_loss": iv.loss / steps,
+        "val_loss": scores.loss,
+        "val_dice": scores.dice,
+        "val_seg": scores.seg,
+        "data_wait_fraction": iv.wait_fraction,
+        "it_per_s": steps / max(iv.time_s, 1e-9),
+        "elapsed_s": state.elapsed_s,
+    })
+    seg = scores.seg if math.isfinite(scores.seg) else -1.0
+    if seg > state.best_seg:
+        state.best_seg, state.best_iteration, state.bad_validations = seg, state.iteration, 0
+        modelfile.save(r.paths["model"], r.model, _meta(r, scores.dice))
+    else:
+        state.bad_validations += 1
+    curves.write_csv(r.paths["log"], state.rows)
+    return state.bad_validations >= r.cfg.patience
+
+
+def _finish(r: Run, stopped_early: bool, signum: int) -> TrainResult:
+    """Final checkpoint, log and curves (main rank); the model file when nothing was validated yet."""
+    state, paths, cfg = r.state, r.paths, r.cfg
+    if r.dinfo.main:
+        save_checkpoint(paths["checkpoint"], r.model, r.opt, state, cfg)
+        if state.best_iteration == 0:  # no validation yet: keep the current weights
+            modelfile.save(paths["model"], r.model, _meta(r))
+        curves.write_csv(paths["log"], state.rows)
+        if state.rows:
+            curves.plot(paths["curves"], state.rows, title=f"{cfg.model.arch.value}, loss {cfg.loss.value}")
+    distributed.barrier(r.dinfo)
+    distributed.shutdown(r.dinfo)
+    return TrainResult(paths["model"], state.iteration, state.best_iteration, state.best_seg, stopped_early,
+                       signum != 0, state.rows, signum)
+
+
+def train_step(net: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               batch: dict[str, torch.Tensor], cfg: TrainConfig, device: torch.device) -> float:
+    """One optimisation step on a prefetcher batch: image (B, 1, *c), target (B, *c), valid (B, *c)
+    and, for weighted CE, weight (B, *c). Returns the loss."""
+    x = batch["image"].to(device, non_blocking=True)
+    y = batch["target"].to(device, non_blocking=True)
+    valid = batch["valid"].to(device, non_blocking=True) if "valid" in batch else None
+    w = batch["weight"].to(device, non_blocking=True) if "weight" in batch else None
+    net.train()
+    opt.zero_grad(set_to_none=True)
+    with autocast(device, cfg.amp):
+        logits = net(x)  # (B, 2, *c)
+    loss = compute_loss(cfg.loss, logits.float(), y, w, cfg.gamma, valid, cfg.nfl_normalizer_grad)
+    if not torch.isfinite(loss):  # before the step: the weights and the files on disk stay as they were
+        raise UserError(f"training loss became {float(loss.detach())}: stopped (check the images for NaN/inf pixels; "
+                        "the model file and checkpoint keep the last good state)")
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    return float(loss.detach())

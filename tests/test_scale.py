@@ -1,0 +1,132 @@
+"""Cell size: resizing images so cells have the training size, and ``--diameter auto``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from helpers import random_model_file, shrunk_validation_rows
+
+from gruunet_cli.config import PostConfig
+from gruunet_cli.evaluation import metrics
+from gruunet_cli.inference import scale, segment
+from gruunet_cli.tools import demo
+
+
+def discs(centres: list[tuple[int, int]], r: float, shape: tuple[int, int] = (64, 64)) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    lab = np.zeros(shape, np.int32)
+    for k, (y, x) in enumerate(centres, start=1):
+        lab[(yy - y) ** 2 + (xx - x) ** 2 <= r * r] = k
+    return lab
+
+
+def test_fragments_are_told_from_whole_cells_by_how_they_scale() -> None:
+    """Whole cells keep their diameter in original pixels when the image is halved; fragments,
+    sized by the network, double (hand-made probes)."""
+    cells = discs([(16, 16), (44, 44)], 10)
+    whole_half = scale.Probe(0.5, scale.labels_to_shape(cells, (32, 32)))
+    pieces = discs([(10, 10), (10, 22), (22, 10), (22, 22), (40, 40), (40, 50)], 5)  # ~10 px fragments
+    assert not scale.fragmented(scale.Probe(1.0, cells), whole_half)
+    assert scale.fragmented(scale.Probe(1.0, pieces), whole_half)
+    assert scale.Probe(0.5, whole_half.labels).diameter == pytest.approx(20, rel=0.1)
+
+
+def test_whole_probe_is_the_largest_that_agrees_with_the_next() -> None:
+    cells = discs([(16, 16), (44, 44)], 10)
+    split = cells.copy()
+    split[:, :16][split[:, :16] == 1] = 3  # the first cell cut in two
+    at = lambda lab, s: scale.Probe(s, scale.labels_to_shape(lab, tuple(int(64 * s) for _ in range(2))))  # noqa: E731
+    probes = [at(split, 0.5), at(cells, 0.25), at(cells, 0.125)]
+    assert scale.agreement(probes[0], probes[1]) < scale.AGREE
+    assert scale.whole_probe(probes).scale == 0.25  # the split probe is passed over
+    assert scale.whole_probe([at(cells, 0.5), at(cells, 0.25)]).scale == 0.5
+
+
+def test_labels_come_back_at_the_input_size_renumbered() -> None:
+    labels = np.zeros((40, 40), np.uint16)
+    labels[2:12, 2:12], labels[20, 20], labels[25:38, 25:38] = 3, 7, 9  # a 1-px object vanishes
+    small = scale.labels_to_shape(labels, (20, 20))
+    assert small.dtype == np.uint16 and np.unique(small).tolist() == [0, 1, 2]
+    big = scale.labels_to_shape(small, (40, 40))
+    assert metrics.match_objects(labels, big).jaccard[[0, 2]].min() > 0.85
+
+
+@pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+def test_diameter_brings_small_cells_to_the_training_size() -> None:
+    """Cells at 0.4× the training size: telling `segment` their diameter, or letting it
+    estimate it, segments them far better than taking the image as it is."""
+    image, truth = shrunk_validation_rows(0.4)
+    score = {}
+    for d in (None, "auto", scale.object_diameter([truth])):
+        labels = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu", diameter=d)).labels(image)
+        assert labels.shape == image.shape and labels.dtype == np.uint16
+        score[d] = metrics.seg_score(metrics.match_objects(truth, labels).jaccard)
+    plain, auto, given = score.values()
+    assert auto > plain + 0.05 and given > plain + 0.05, score
+
+
+@pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+def test_auto_diameter_leaves_training_sized_cells_alone() -> None:
+    image, _ = shrunk_validation_rows(1.0)
+    plain = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu", diameter=None)).labels(image)
+    auto = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu")).labels(image)  # the default
+    assert np.array_equal(plain, auto)
+
+
+def test_auto_diameter_factor_is_bounded() -> None:
+    assert scale.factor(23.6, 2.0, auto=False) == pytest.approx(11.8)  # a diameter the user gave counts as is
+    assert scale.factor(23.6, 2.0, auto=True) == scale.MAX_AUTO  # an estimate from specks does not
+    assert scale.factor(23.6, 200.0, auto=True) == 1 / scale.MAX_AUTO
+    assert scale.factor(23.6, 9.0, auto=True) == pytest.approx(23.6 / 9.0)
+    assert scale.factor(23.6, 20.0, auto=True) is None and scale.factor(None, 9.0, auto=True) is None
+
+
+def test_auto_diameter_takes_a_model_without_a_training_size_as_is(tmp_path: Path) -> None:
+    weights = random_model_file(tmp_path)
+    image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    auto = segment.Predictor(weights, segment.SegmentOptions(device="cpu")).labels(image)
+    off = segment.Predictor(weights, segment.SegmentOptions(device="cpu", diameter=None)).labels(image)
+    assert np.array_equal(auto, off)
+
+
+@pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+def test_diameter_applies_to_the_iterations_frame_too(tmp_path: Path) -> None:
+    image, _ = shrunk_validation_rows(0.4)
+    src = tmp_path / "02"
+    src.mkdir()
+    tifffile.imwrite(src / "t000.tif", image)
+    opts = segment.SegmentOptions(device="cpu", diameter="auto")
+    segment.run(src, tmp_path / "a", demo.WEIGHTS, opts)
+    segment.run(src, tmp_path / "b", demo.WEIGHTS, opts, iterations_dir=tmp_path / "it")
+    a, b = (tifffile.imread(tmp_path / d / "mask000.tif") for d in ("a", "b"))
+    assert a.max() > 10 and np.array_equal(a, b)
+
+
+@pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+def test_auto_diameter_finds_large_cells() -> None:
+    """Cells 2.5x the training size: auto must measure about the true diameter, shrink the
+    image (not enlarge it because of fragments), and score about as well as the true diameter."""
+    image, truth = shrunk_validation_rows(2.5)
+    true_d = scale.object_diameter([truth])
+    scores, used = {}, {}
+    for d in ("auto", true_d):
+        p = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu", diameter=d))
+        scores[d] = metrics.seg_score(metrics.match_objects(truth, p.labels(image)).jaccard)
+        used[d] = p.last_scale
+    assert used["auto"]["diameter"] == pytest.approx(true_d, rel=0.3), used
+    assert used["auto"]["factor"] < 1, used
+    assert scores["auto"] >= scores[true_d] - 0.05, scores
+
+
+def test_min_size_counts_in_the_images_own_pixels(tmp_path: Path) -> None:
+    weights = random_model_file(tmp_path, post=PostConfig(min_size=15, split=False))
+    p = segment.Predictor(weights, segment.SegmentOptions(device="cpu"))
+    prob = np.zeros((40, 40), np.float32)
+    prob[5:11, 5:11] = 1.0  # 36 px at a 2x enlarged scale: 9 px of the original image
+    prob[20:30, 20:30] = 1.0  # 100 px there: 25 px of the original
+    at_scale = p.labels_from(prob, prob, f=2.0)
+    assert np.unique(at_scale[5:11, 5:11]).tolist() == [0] and at_scale[25, 25] > 0
+    assert p.labels_from(prob, prob)[8, 8] > 0  # at the image's own scale 36 px stay
