@@ -198,13 +198,15 @@ def segment(
     opts = seg.SegmentOptions(tile=tile, tile_z=tile_z, overlap=overlap, batch=batch, device=device, amp=amp,
                               threads=threads, overwrite=overwrite, diameter=parse_diameter(diameter), channel=channel,
                               post_overrides={k: v for k, v in given.items() if v is not None})
-    with Progress("segmenting", 0, frame="{}") as bar:
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
+    with Progress("segmenting", 0, frame="{}", disable=not main_rank) as bar:
         written = seg.run(source, out_dir, weights, opts, iterations, overlay,
                           on_start=lambda n: setattr(bar, "total", n),
                           progress=lambda name: bar.update(advance=1, frame=name),
                           on_note=lambda text: bar.log(f"note: {text}"),
                           on_scale=lambda name, sc: bar.log(seg.describe_scale(name, sc)))
-    typer.echo(f"wrote {len(written)} mask(s) to {out_dir}")
+    if main_rank:
+        typer.echo(f"wrote {len(written)} mask(s) to {out_dir}")
 
 
 @app.command(cls=Command)

@@ -124,3 +124,30 @@ def test_cli_errors(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "records no training cell size" in r.output
 
 
+
+
+@pytest.mark.slow
+def test_torchrun_splits_frames_and_gives_the_same_masks(tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node=2 -m gruunet_cli segment` writes the masks one process writes."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(7)
+    src = tmp_path / "02"
+    src.mkdir()
+    for t in range(5):
+        tifffile.imwrite(src / f"t{t:03d}.tif", render(rng, touching_discs(rng, (48, 64), 6)))
+    weights = random_model_file(tmp_path, post=PostConfig(threshold=0.45, min_size=1))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = ["segment", str(src), "--weights", str(weights), "--device", "cpu", "--diameter", "off"]
+    one = subprocess.run([sys.executable, "-m", "gruunet_cli", *base[:2], str(tmp_path / "one"), *base[2:]],
+                         capture_output=True, text=True, timeout=600, env=env)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "gruunet_cli", *base[:2], str(tmp_path / "two"), *base[2:]],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert one.returncode == 0 and two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
+    assert "wrote 5 mask(s)" in two.stdout
+    for t in range(5):
+        a, b = (tifffile.imread(tmp_path / d / f"mask{t:03d}.tif") for d in ("one", "two"))
+        assert np.array_equal(a, b), t

@@ -177,3 +177,28 @@ def test_init_with_another_architecture_is_a_one_line_error(tmp_path: Path) -> N
                                       "--model", "unet", "--init", str(SHIPPED)])
     assert result.exit_code == 2
     assert result.output.strip() == f"error: {SHIPPED}: is a gruunet model file; train it with --model gruunet"
+
+
+def test_precise_bn_is_the_average_over_whole_frames() -> None:
+    """After `bnstats.recalibrate`, the stem's BN holds the mean over the frames of each frame's
+    per-channel mean of the stem convolution (hand-computed here), whatever it held before."""
+    import numpy as np
+    import torch
+
+    from gruunet_cli.config import ModelConfig, NormConfig
+    from gruunet_cli.nets.model import build_model
+    from gruunet_cli.training import bnstats
+    from gruunet_cli.training.data import Frame
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(width=8, frdu_widths=(8, 8, 8), dense_layers=(1, 1, 1), growth=4)).eval()
+    rng = np.random.default_rng(0)
+    frames = [Frame(f"f{i}", rng.random((32, 48)).astype(np.float32) * (i + 1), np.zeros((32, 48), np.int32))
+              for i in range(3)]
+    conv, bn = model.stem[0], model.stem[1]  # ConvBnAct: conv → BN → LReLU
+    bn.running_mean.fill_(123.0)
+    assert bnstats.recalibrate(model, frames, torch.device("cpu"), NormConfig()) == 3
+    with torch.no_grad():
+        means = [conv(torch.from_numpy(f.image)[None, None]).mean(dim=(0, 2, 3)) for f in frames]
+    torch.testing.assert_close(bn.running_mean, torch.stack(means).mean(0), rtol=1e-5, atol=1e-6)
+    assert not model.training and bn.momentum == 0.1

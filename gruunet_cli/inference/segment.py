@@ -8,13 +8,16 @@ probability, instances by `instances.probability_to_labels`, an atomic write. A 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from .. import distributed
 from ..config import Arch, PostConfig
 from ..errors import UserError
 from ..files import ctc, images, modelfile
@@ -236,49 +239,72 @@ def run(
     Returns the masks written.
     """
     jobs = input_jobs(Path(source), Path(out_dir))
-    if on_start is not None:
-        on_start(len(jobs))
     writable_dir(out_dir)  # before any model is loaded or image computed
     for folder in (iterations_dir, overlay_dir):
         if folder is not None:
             writable_dir(folder)
+    dinfo = distributed.init_from_env(resolve_device(opts.device).type)
+    if dinfo.enabled:  # under torchrun: every rank takes every world-th frame, on its own device or cores
+        jobs = jobs[dinfo.rank::dinfo.world]
+        if resolve_device(opts.device).type == "cuda":
+            opts = dataclasses.replace(opts, device=f"cuda:{dinfo.local_rank}")
+        elif opts.threads is None:
+            opts = dataclasses.replace(opts, threads=max(1, (os.cpu_count() or 1) // dinfo.world))
+    if on_start is not None:
+        on_start(len(jobs))
+    todo = []
+    for job in jobs:
+        if not opts.overwrite and job.target.exists() and mask_is_done(job.target, job.path):
+            if progress:
+                progress(f"{job.name} (kept)")
+        else:
+            todo.append(job)
     predictor = Predictor(Path(weights), opts)
     written: list[Path] = []
     scales: list[dict[str, object]] = []
     notes: set[str] = set()
     want_iterations = iterations_dir is not None
-    for job in jobs:
-        if not opts.overwrite and job.target.exists() and mask_is_done(job.target, job.path):
+    # Reading the next image and writing masks run in threads while the network works.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        read = lambda j: images.read_grey(j.path, opts.channel)  # noqa: E731
+        upcoming = pool.submit(read, todo[0]) if todo else None
+        writes: list[Future] = []
+        for i, job in enumerate(todo):
+            image, note = upcoming.result()
+            upcoming = pool.submit(read, todo[i + 1]) if i + 1 < len(todo) else None
+            if note is not None and note.split(":", 1)[1] not in notes:  # each kind of note once per run
+                notes.add(note.split(":", 1)[1])
+                if on_note is not None:
+                    on_note(note)
+            check_image(job.path, image, predictor.dims)
+            if want_iterations:
+                if predictor.meta.model.arch != Arch.gruunet:
+                    raise UserError("--iterations needs a GRUU-Net model file", weights)
+                maps = predictor.probabilities(image, iterations=True)
+                write_iterations(Path(iterations_dir), image, maps)
+                labels = predictor.labels(image, maps[-1])  # the last step is the normal output
+                want_iterations = False
+            else:
+                labels = predictor.labels(image)
+            while writes and (writes[0].done() or len(writes) > 2):  # a failed write stops the run here
+                writes.pop(0).result()
+            writes.append(pool.submit(ctc.write_mask, job.target, labels))
+            written.append(job.target)
+            scales.append({"image": job.name, "mask": job.target.name, **predictor.last_scale})
+            if on_scale is not None and opts.diameter is not None:
+                on_scale(job.name, predictor.last_scale)
+            if overlay_dir is not None:
+                stem = job.target.stem.replace("mask", "overlay", 1) if job.target.stem.startswith("mask") else job.path.stem
+                write_overlay(Path(overlay_dir) / f"{stem}.png", image, labels, predictor.meta.norm)
             if progress:
-                progress(f"{job.name} (kept)")
-            continue
-        image, note = images.read_grey(job.path, opts.channel)
-        if note is not None and note.split(":", 1)[1] not in notes:  # each kind of note once per run
-            notes.add(note.split(":", 1)[1])
-            if on_note is not None:
-                on_note(note)
-        check_image(job.path, image, predictor.dims)
-        if want_iterations:
-            if predictor.meta.model.arch != Arch.gruunet:
-                raise UserError("--iterations needs a GRUU-Net model file", weights)
-            maps = predictor.probabilities(image, iterations=True)
-            write_iterations(Path(iterations_dir), image, maps)
-            labels = predictor.labels(image, maps[-1])  # the last step is the normal output
-            want_iterations = False
-        else:
-            labels = predictor.labels(image)
-        ctc.write_mask(job.target, labels)
-        written.append(job.target)
-        scales.append({"image": job.name, "mask": job.target.name, **predictor.last_scale})
-        if on_scale is not None and opts.diameter is not None:
-            on_scale(job.name, predictor.last_scale)
-        if overlay_dir is not None:
-            stem = job.target.stem.replace("mask", "overlay", 1) if job.target.stem.startswith("mask") else job.path.stem
-            write_overlay(Path(overlay_dir) / f"{stem}.png", image, labels, predictor.meta.norm)
-        if progress:
-            progress(job.name)
-    if scales and opts.diameter is not None:
+                progress(job.name)
+        for w in writes:
+            w.result()
+    written = sorted(p for part in distributed.gather(written, dinfo) for p in part)
+    scales = [row for part in distributed.gather(scales, dinfo) for row in part]
+    if scales and opts.diameter is not None and dinfo.main:
         write_scales(Path(out_dir) / SCALES_FILE, scales)
+    distributed.barrier(dinfo)
     return written
 
 

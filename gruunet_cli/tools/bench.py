@@ -168,7 +168,7 @@ def bench_denormals_one(weights: Path, flush: bool, repeats: int = 3) -> dict:
     return {"flush_denormal": flush, **{k: min(v) for k, v in times.items()}, "threads": torch.get_num_threads()}
 
 
-def bench_segment_one(size: int, weights: Path | None, tile: int = 512, device: str = "cpu") -> dict:
+def bench_segment_one(size: int, weights: Path | None, tile: int | None = None, device: str = "cpu") -> dict:
     """Segment one random ``size``×``size`` uint16 image; seconds per megapixel and peak resident
     memory of this process (run each size in a fresh process for a clean peak)."""
     import resource

@@ -135,7 +135,7 @@ def _inline_run(args: list[str]) -> dict:
 def bench_segment(
     sizes: Annotated[list[int], typer.Option("--size", help="Image side(s) in pixels; each runs in a fresh process.")] = [512, 2048],
     weights: Annotated[Path | None, typer.Option(help="Model file (default: a random GRUU-Net; speed is the same).")] = None,
-    tile: Annotated[int, typer.Option(min=16, help="Tile side.")] = 512,
+    tile: Annotated[int | None, typer.Option(min=16, help="Tile side (default: as `segment` plans it).")] = None,
     device: Device = "cpu",
     inline: Annotated[bool, typer.Option("--inline", help="Measure in this process (one size).")] = False,
 ) -> None:
@@ -149,7 +149,7 @@ def bench_segment(
             typer.echo(json.dumps(bench.bench_segment_one(size, weights, tile, device)))
         return
     for size in sizes:
-        r = _inline_run(["segment", "--size", str(size), "--tile", str(tile), "--device", device]
+        r = _inline_run(["segment", "--size", str(size), "--device", device] + (["--tile", str(tile)] if tile else [])
                         + (["--weights", str(weights)] if weights else []))
         typer.echo(f"{r['size']}x{r['size']}: {r['seconds']:.1f} s, {r['s_per_mpx']:.2f} s/Mpx, "
                    f"peak RSS {r['peak_rss_mib']:.0f} MiB (before: {r['rss_before_mib']:.0f} MiB), {r['objects']} objects")

@@ -36,6 +36,9 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     checkpoint_interval: int = 500
+    # Before each validation, BN running statistics are recomputed over this many whole training
+    # frames (`bnstats.py`; 0: keep the running averages of the crops, as plain BN does).
+    precise_bn_frames: int = 8
     threads: int | None = None  # CPU threads (None: the free cores)
     init: str | None = None  # model file whose weights start the run (fine-tuning)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -18,13 +18,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import distributed
 from ..config import Arch, LossName, ModelConfig, ModelMeta, to_dict
 from ..errors import UserError
 from ..files import modelfile
 from ..files.atomic import writable_dir
 from ..inference.runtime import autocast, resolve_device, set_threads
 from ..nets.model import build_model, count_parameters
-from . import curves, distributed
+from . import bnstats, curves
 from .checkpoint import TrainState, load_checkpoint, output_paths, save_checkpoint
 from .data import guess_dims
 from .loss import compute_loss
@@ -236,6 +237,9 @@ def _validate(r: Run, t_start: float) -> bool:
     if r.dinfo.main:
         r.state.elapsed_s = time.perf_counter() - t_start
         cfg = r.cfg
+        if cfg.precise_bn_frames:
+            bnstats.recalibrate(r.model, [f for refs in r.prep.train for f in refs], r.device, cfg.norm,
+                                cfg.precise_bn_frames)
         scores = validate(r.model, r.prep.val, r.device, cfg.post, cfg.gamma, cfg.amp, cfg.norm)
         stop = _record(r, scores)
         r.interval = Interval()

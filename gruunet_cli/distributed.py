@@ -1,4 +1,5 @@
-"""torch.distributed under `torchrun`: which rank we are, and the few collective calls training needs."""
+"""torch.distributed under `torchrun`: which rank we are, and the few collective calls that
+training (DDP replicas) and `segment` (frames split across ranks) need."""
 
 from __future__ import annotations
 
@@ -42,6 +43,15 @@ def broadcast_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
     t = torch.tensor([1 if flag else 0], device=device)
     dist.broadcast(t, src=0)
     return bool(t.item())
+
+
+def gather(obj: object, info: DistInfo) -> list[object]:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` alone)."""
+    if not info.enabled:
+        return [obj]
+    out: list[object] = [None] * info.world
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def barrier(info: DistInfo) -> None:
