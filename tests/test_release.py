@@ -116,3 +116,17 @@ def test_bench_denormals_times_both_settings() -> None:
         assert result.exit_code == 0, result.output
         r = json.loads(result.output.strip().splitlines()[-1])
         assert r["flush_denormal"] is flush and r["forward_s"] > 0 and r["train_step_s"] > 0  # never timed here
+
+
+@pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+def test_bench_stages_accounts_for_the_wall_time() -> None:
+    from gruunet_cli.tools.bench_stages import network_flops_per_pixel, stages
+
+    r = stages(128, demo.WEIGHTS, "auto", threads=1)
+    parts = sum(r[k] for k in ("read_s", "estimate_s", "network_s", "post_s", "write_s"))
+    assert 0 < parts <= r["wall_s"] * 1.001 and r["pixels_final"] == 128 * 128  # cells of the model's size
+    assert r["network_gflops"] > 0 and r["plain_conv_gflops"] > 0  # measured, never compared here
+    from gruunet_cli.files import modelfile
+
+    model, _ = modelfile.load(demo.WEIGHTS)
+    assert 1.0e6 < network_flops_per_pixel(model) < 1.3e6  # the 1.12 MFLOP per pixel

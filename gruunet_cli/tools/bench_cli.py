@@ -179,3 +179,26 @@ def bench_post(
             r = _inline_run(["post", "--size", str(size), case, "--weights", str(weights)])
             typer.echo(f"{size}x{size} {'split' if r['split'] else 'components'}: {r['seconds']:.1f} s, peak RSS "
                        f"{r['peak_rss_mib']:.0f} MiB (before: {r['rss_before_mib']:.0f} MiB), {r['objects']} objects")
+
+
+@bench_app.command("stages", cls=Command)
+@user_errors
+def bench_stages(
+    sizes: Annotated[list[int], typer.Option("--size", help="Image side(s) in pixels (the bundled 01 image, tiled).")] = [512, 2048],
+    weights: Annotated[Path | None, typer.Option(help="Model file (default: the bundled GRUU-Net).")] = None,
+    diameter: Annotated[str, typer.Option(help="As for segment: auto, off or pixels.")] = "auto",
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: the free cores).")] = None,
+) -> None:
+    """Where `segment`'s time goes (read, size estimate, network, post-processing, write) and the
+    network's GFLOP/s against a plain 3x3 convolution on this machine, in one run."""
+    from .bench_stages import stages
+    from .demo import WEIGHTS
+
+    d = None if diameter == "off" else diameter if diameter == "auto" else float(diameter)
+    for size in sizes:
+        r = stages(size, weights or WEIGHTS, d, threads)
+        parts = "  ".join(f"{k[:-2]} {r[k]:.2f}s ({r[k] / r['wall_s']:.0%})"
+                          for k in ("read_s", "estimate_s", "network_s", "post_s", "write_s"))
+        typer.echo(f"{size}x{size}: {r['wall_s']:.1f} s, {r['wall_s'] / (size * size / 1e6):.1f} s/Mpx, factor "
+                   f"{r['factor']:.2f}; {parts}; network {r['network_gflops']:.1f} GFLOP/s = "
+                   f"{r['conv_rate_ratio']:.0%} of a plain 3x3 conv's {r['plain_conv_gflops']:.1f} ({r['threads']} threads)")

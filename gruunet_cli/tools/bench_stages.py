@@ -1,0 +1,98 @@
+"""`gruunet bench stages`: where `segment`'s time goes, and how fast the network runs against the
+machine's own plain 3×3 convolution, measured in one process, side by side (never asserted)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+from ..files import ctc, images
+from ..inference import segment
+
+
+def plain_conv_gflops(channels: int = 64, side: int = 256, repeats: int = 3) -> float:
+    """GFLOP/s of one 3×3 convolution (``channels`` → ``channels``, ``side``² pixels, float32,
+    inference mode) on this machine with the current threads: the rate a convolutional network
+    could at best reach here (2·C_in·C_out·9 FLOP per output pixel)."""
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
+    x = torch.randn(1, channels, side, side)
+    best = float("inf")
+    with torch.inference_mode():
+        for rep in range(repeats + 1):  # round 0 warms up
+            t0 = time.perf_counter()
+            conv(x)
+            if rep:
+                best = min(best, time.perf_counter() - t0)
+    return 2 * channels * channels * 9 * side * side / best / 1e9
+
+
+def network_flops_per_pixel(model: torch.nn.Module, side: int = 64) -> float:
+    """FLOP per input pixel of one forward pass (torch's FLOP counter; convolutions and matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(torch.zeros((1, 1) + (side,) * model.cfg.dims))
+    return counter.get_total_flops() / side**model.cfg.dims
+
+
+def tiled_sample(size: int) -> np.ndarray:
+    """The bundled 01 image (512² nuclei) repeated to ``size``² (real content for every stage)."""
+    from .demo import SAMPLE
+
+    base = tifffile.imread(SAMPLE / "01" / "t000.tif")
+    reps = -(-size // base.shape[0])
+    return np.ascontiguousarray(np.tile(base, (reps, reps))[:size, :size])
+
+
+def stages(size: int, weights: Path, diameter: float | str | None = "auto", threads: int | None = None) -> dict:
+    """Seconds of each stage of `segment` on one ``size``² image: read, size estimate (every pass
+    but the last when the image is rescaled), network and post-processing of the final pass,
+    write; plus achieved network GFLOP/s against `plain_conv_gflops` in the same process."""
+    predictor = segment.Predictor(weights, segment.SegmentOptions(device="cpu", diameter=diameter, threads=threads))
+    spent: list[tuple[str, float, int]] = []  # (stage, seconds, pixels computed)
+    probabilities, labels_from = predictor.probabilities, predictor.labels_from
+
+    def timed_probabilities(image: np.ndarray, iterations: bool = False) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = probabilities(image, iterations)
+        spent.append(("network", time.perf_counter() - t0, int(np.prod(image.shape))))
+        return out
+
+    def timed_labels_from(p: np.ndarray, image: np.ndarray, f: float = 1.0) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = labels_from(p, image, f)
+        spent.append(("post", time.perf_counter() - t0, 0))
+        return out
+
+    predictor.probabilities, predictor.labels_from = timed_probabilities, timed_labels_from  # type: ignore[method-assign]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "t000.tif"
+        tifffile.imwrite(path, tiled_sample(size))
+        t0 = time.perf_counter()
+        image, _ = images.read_grey(path)
+        read_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        labels = predictor.labels(image)
+        total_compute = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ctc.write_mask(Path(tmp) / "mask000.tif", labels)
+        write_s = time.perf_counter() - t0
+    last_net = max(i for i, s in enumerate(spent) if s[0] == "network")
+    final = spent[last_net:]
+    estimate_s = sum(s[1] for s in spent[:last_net])
+    network_s = sum(s[1] for s in final if s[0] == "network")
+    post_s = sum(s[1] for s in final if s[0] == "post")
+    flops = network_flops_per_pixel(predictor.model) * final[0][2]
+    achieved = flops / network_s / 1e9
+    plain = plain_conv_gflops()
+    wall = read_s + total_compute + write_s
+    return {"size": size, "threads": torch.get_num_threads(), "wall_s": wall, "read_s": read_s,
+            "estimate_s": estimate_s, "network_s": network_s, "post_s": post_s, "write_s": write_s,
+            "factor": predictor.last_scale["factor"], "pixels_final": final[0][2],
+            "network_gflops": achieved, "plain_conv_gflops": plain, "conv_rate_ratio": achieved / plain}
