@@ -23,7 +23,7 @@ SCRIPT = """#!/usr/bin/env bash
 set -euo pipefail
 cd "$(dirname "$0")"
 GRUUNET="${{GRUUNET:-gruunet}}"
-"$GRUUNET" segment "../{dataset}/{seq}" "../{dataset}/{seq}_RES" --weights "weights/{weights_name}" --overwrite
+"$GRUUNET" segment "../{dataset}/{seq}" "../{dataset}/{seq}_RES" --weights "weights/{weights_name}" --overwrite{diameter}
 """
 
 DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -38,6 +38,15 @@ def parse_mapping(items: list[str]) -> dict[str, Path]:
             raise UserError(f"expected DATASET=WEIGHTS, got {item!r}")
         mapping[ds] = Path(w)
     return mapping
+
+
+def diameter_option(training: dict) -> str:
+    """A model trained with ``--scale-to`` on this dataset segments it at the training scale: its
+    cells have the training frames' own median diameter (recorded as ``native_diameter``)."""
+    native = training.get("native_diameter")
+    if training.get("config", {}).get("scale_to") and native:
+        return f" --diameter {native:.1f}"
+    return ""
 
 
 def write_scripts(mapping: dict[str, Path], sw: Path, seqs: tuple[str, ...] = ("01", "02")) -> list[Path]:
@@ -56,7 +65,7 @@ def write_scripts(mapping: dict[str, Path], sw: Path, seqs: tuple[str, ...] = ("
         for seq in seqs:
             path = sw / f"{ds}-{seq}.sh"
             write_text(path, SCRIPT.format(dataset=ds, seq=seq, weights_name=src.name, arch=meta.model.arch.value,
-                                           trained_on=trained_on))
+                                           trained_on=trained_on, diameter=diameter_option(meta.training)))
             os.chmod(path, 0o755)
             written.append(path)
     return written

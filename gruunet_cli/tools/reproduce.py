@@ -18,6 +18,7 @@ import numpy as np
 from ..config import Arch, LossName, default_model
 from ..errors import UserError
 from ..evaluation.evaluate import evaluate
+from ..files import modelfile
 from ..files.atomic import write_text
 from ..files.sources import Source
 from ..inference import segment
@@ -93,7 +94,8 @@ def run(dataset: Path, out: Path, base: train.TrainConfig, ablation: bool = Fals
                 break
             opts = dataclasses.replace(seg_opts, overwrite=True)
             if base.scale_to:  # the test video's cells have the training video's size (one CTC dataset)
-                opts = dataclasses.replace(opts, diameter=native_diameter(src.sources[0], base.model.dims))
+                recorded = modelfile.read_meta(result.model_path).training.get("native_diameter")
+                opts = dataclasses.replace(opts, diameter=recorded or native_diameter(src.sources[0], base.model.dims))
             res_dir = out / "results" / key / f"{te_seq}_RES"
             segment.run(dataset / te_seq, res_dir, result.model_path, opts)
             report = evaluate(res_dir, dataset / f"{te_seq}_GT")

@@ -20,6 +20,7 @@ class Prepared:
     crop: int
     object_diameter: float | None
     ignored: dict[str, int]  # unannotated cells / pixels left out of the loss (partial GT)
+    native_diameter: float | None = None  # median cell diameter in the frames' own pixels (before --scale-to)
 
 
 def prepare(cfg: TrainConfig, src: TrainData) -> Prepared:
@@ -34,8 +35,12 @@ def prepare(cfg: TrainConfig, src: TrainData) -> Prepared:
         parts = [data.split(sf.refs, cfg.val_fraction) for sf in scanned]
         train, val_refs = [p[0] for p in parts], [r for p in parts for r in p[1]]
     kept = {r for refs in train for r in refs}
-    stats = [st for sf in scanned for r, st in zip(sf.refs, sf.stats) if r in kept]
+    # A single frame split in space trains on its rows: its measurements are the whole frame's.
+    kept_files = {(r.image, r.labels, r.z) for r in kept}
+    pairs = [(r, st) for sf in scanned for r, st in zip(sf.refs, sf.stats) if (r.image, r.labels, r.z) in kept_files]
+    stats = [st for _, st in pairs]
     diameters = np.concatenate([st.diameters for st in stats] or [np.zeros(0)])
+    native = np.concatenate([st.diameters / r.factor for r, st in pairs] or [np.zeros(0)])
     ignored = {"cells": 0, "pixels": 0, "frames": 0}
     for ref in (r for r in kept if r.markers is not None):
         frame = ref.load(cfg.norm)
@@ -44,4 +49,5 @@ def prepare(cfg: TrainConfig, src: TrainData) -> Prepared:
             ignored["pixels"] += int(frame.ignore.sum())
             ignored["frames"] += 1
     return Prepared(train, val_refs, cfg.crop or data.auto_crop(stats),
-                    float(np.median(diameters)) if diameters.size else None, ignored)
+                    float(np.median(diameters)) if diameters.size else None, ignored,
+                    float(np.median(native)) if native.size else None)

@@ -47,6 +47,7 @@ class RunInfo:
     world_size: int
     threads: int
     object_diameter: float | None
+    native_diameter: float | None  # the same in the frames' own pixels (before --scale-to)
     ignored: dict[str, int]
     train_frames: list[str]
     val_frames: list[str]
@@ -177,7 +178,8 @@ def _setup(cfg: TrainConfig, src: TrainData, out: Path, resume: bool) -> Run:
     if dinfo.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     use_fp16 = cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    info = RunInfo(count_parameters(model), str(device), dinfo.world, threads, prep.object_diameter, prep.ignored,
+    info = RunInfo(count_parameters(model), str(device), dinfo.world, threads, prep.object_diameter,
+                   prep.native_diameter, prep.ignored,
                    [r.name for refs in prep.train for r in refs], [f.name for f in prep.val])
     return Run(cfg, src, paths, device, dinfo, prep, model, net, opt, torch.amp.GradScaler("cuda", enabled=use_fp16),
                state, info)
