@@ -44,3 +44,13 @@ def test_imports_point_one_way() -> None:
 def test_modules_stay_small() -> None:
     long = {str(m.relative_to(PACKAGE)): n for m in PACKAGE.rglob("*.py") if (n := len(m.read_text().splitlines())) > 310}
     assert not long, long
+
+
+def test_readme_diagram_names_every_module() -> None:
+    readme = (PACKAGE.parent / "README.md").read_text()
+    diagram = readme[readme.index("## Architecture"):readme.index("## Benchmarks")]
+    missing = [str(m.relative_to(PACKAGE)) for m in PACKAGE.rglob("*.py")
+               if not m.name.startswith("__") and m.stem not in diagram]
+    assert not missing, missing
+    for folder in (p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()):
+        assert f"{folder}/" in diagram, folder
