@@ -23,7 +23,7 @@ from ..errors import UserError
 from ..files import ctc, images, modelfile
 from ..files.atomic import writable_dir
 from . import instances, normalize, scale
-from .jobs import check_image, input_jobs, mask_is_done
+from .jobs import Job, check_image, input_jobs, mask_is_done
 from .outputs import (
     SCALES_FILE,
     describe_scale,
@@ -214,7 +214,18 @@ def run(
     with ThreadPoolExecutor(max_workers=2) as pool:
         read = lambda j: images.read_grey(j.path, opts.channel)  # noqa: E731
         upcoming = pool.submit(read, todo[0]) if todo else None
-        writes: list[Future] = []
+        writes: list[tuple[Future, Job, dict]] = []
+
+        def finished(write: Future, job: Job, scale_info: dict) -> None:
+            """A mask is on disk: count it and report it (only then)."""
+            write.result()
+            written.append(job.target)
+            scales.append({"image": job.name, "mask": job.target.name, **scale_info})
+            if on_scale is not None and opts.diameter is not None:
+                on_scale(job.name, scale_info)
+            if progress:
+                progress(job.name)
+
         for i, job in enumerate(todo):
             image, note = upcoming.result()
             upcoming = pool.submit(read, todo[i + 1]) if i + 1 < len(todo) else None
@@ -232,20 +243,14 @@ def run(
                 want_iterations = False
             else:
                 labels = predictor.labels(image)
-            while writes and (writes[0].done() or len(writes) > 2):  # a failed write stops the run here
-                writes.pop(0).result()
-            writes.append(pool.submit(ctc.write_mask, job.target, labels))
-            written.append(job.target)
-            scales.append({"image": job.name, "mask": job.target.name, **predictor.last_scale})
-            if on_scale is not None and opts.diameter is not None:
-                on_scale(job.name, predictor.last_scale)
+            while writes and (writes[0][0].done() or len(writes) > 2):  # a failed write stops the run here
+                finished(*writes.pop(0))
+            writes.append((pool.submit(ctc.write_mask, job.target, labels), job, dict(predictor.last_scale)))
             if overlay_dir is not None:
                 stem = job.target.stem.replace("mask", "overlay", 1) if job.target.stem.startswith("mask") else job.path.stem
                 write_overlay(Path(overlay_dir) / f"{stem}.png", image, labels, predictor.meta.norm)
-            if progress:
-                progress(job.name)
         for w in writes:
-            w.result()
+            finished(*w)
     written = sorted(p for part in distributed.gather(written, dinfo) for p in part)
     scales = [row for part in distributed.gather(scales, dinfo) for row in part]
     if scales and opts.diameter is not None and dinfo.main:
