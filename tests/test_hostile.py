@@ -298,10 +298,10 @@ def test_sigterm_during_training_saves_and_exits_143(tmp_path: Path) -> None:
     out = tmp_path / "m"
     cmd = [sys.executable, "-m", "gruunet_cli", "train", str(images), str(gt), "--out", str(out), "--iterations", "100000",
            "--crop", "32", "--workers", "1", "--device", "cpu", "--checkpoint-interval", "100000", "--val-interval", "100000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     time.sleep(20)  # start-up, then some iterations
     assert proc.poll() is None
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)  # the whole group, augmentation worker included (as `pkill -f` or docker stop)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, output
     assert "interrupted, checkpoint saved" in output

@@ -88,8 +88,10 @@ class BatchIndices:
 
 
 def _worker_init(_: int) -> None:
-    # Ctrl-C goes to the whole process group; the main process saves and stops the workers.
+    # Ctrl-C goes to the whole process group, and `kill` / `pkill -f` / a scheduler's SIGTERM may
+    # reach the workers too: the main process saves and stops them, so they ignore both.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(1)
 
 
