@@ -95,6 +95,7 @@ def train(
     iterations: Annotated[int, typer.Option(min=1, help="Training iterations (paper: ~10,000).", rich_help_panel="Schedule")] = 10_000,
     val_interval: Annotated[int, typer.Option(min=1, help="Validate every N iterations.", rich_help_panel="Schedule")] = 100,
     patience: Annotated[int, typer.Option(min=1, help="Stop after N validations without a better SEG.", rich_help_panel="Schedule")] = 10,
+    background_crops: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of crops centred anywhere in the frame instead of on a cell (paper: 0; partial GT frames otherwise never show far background).", rich_help_panel="Schedule")] = 0.0,
     clean_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Last fraction of iterations on un-augmented crops.", rich_help_panel="Schedule")] = 0.1,
     workers: Annotated[int, typer.Option(min=0, help="Augmentation worker processes (0: inline).", rich_help_panel="Runtime")] = 2,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the network (default: the cores not kept busy by other processes).", rich_help_panel="Runtime")] = None,
@@ -133,7 +134,7 @@ def train(
         model_cfg = tr.init_model_config(init, model, dims)
     cfg = tr.TrainConfig(
         model=model_cfg, loss=loss, crop=crop, batch=batch, lr=lr or tr.default_lr(init is not None), iterations=iterations, val_interval=val_interval,
-        patience=patience, clean_fraction=clean_fraction, workers=workers, seed=seed, device=device, amp=amp,
+        patience=patience, clean_fraction=clean_fraction, background_crops=background_crops, workers=workers, seed=seed, device=device, amp=amp,
         checkpoint_interval=checkpoint_interval, augment=aug, init=None if init is None else str(init),
         val_fraction=val_fraction, scale_to=scale_to, ignore_unannotated=ignore_unannotated, threads=threads,
     )
@@ -264,6 +265,7 @@ def reproduce(
     patience: Annotated[int, typer.Option(min=1, help="Stop after N validations without a better SEG.")] = 10,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: the free cores).")] = None,
     scale_to: Annotated[float | None, typer.Option(min=1.0, help="Train at a scale where cells are this many px (cheaper on a CPU); the test video is segmented at the same scale, its cells assumed the size of the training video's.")] = None,
+    background_crops: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of crops centred anywhere in the frame (as for train).")] = 0.0,
 ) -> None:
     """The paper's CTC protocol: train on one video, test on the other, both ways, GRUU-Net vs U-Net."""
     from .config import ModelConfig
@@ -277,7 +279,7 @@ def reproduce(
     dims = tr.guess_dims(list(tr.TrainData.ctc(dataset / first, dataset / f"{first}_GT").sources))
     base = tr.TrainConfig(model=ModelConfig(dims=dims, unet_base=unet_base), iterations=iterations, crop=crop,
                           val_interval=val_interval, workers=workers, device=device, patience=patience, threads=threads,
-                          scale_to=scale_to)
+                          scale_to=scale_to, background_crops=background_crops)
     rp.run(dataset, out, base, ablation, SegmentOptions(device=device, threads=threads), log=typer.echo, resume=resume,
            only=tuple(only or ()))
     typer.echo((out / "table.md").read_text())

@@ -84,3 +84,20 @@ def test_worker_error_reaches_the_trainer() -> None:
     bad = [Frame("broken", np.zeros((4,), np.float32), np.zeros((4,), np.int32), boxes=[(slice(0, 1),)])]
     with pytest.raises(Exception, match="DataLoader worker"):
         take(make_loader(bad, cfg(), workers=2), 1)
+
+
+def test_background_crops_show_what_object_crops_never_do() -> None:
+    """One small cell in a large empty frame: object-centred crops always hold part of it;
+    with ``background_fraction`` about that share of crops holds no foreground at all."""
+    labels = np.zeros((400, 400), np.int32)
+    labels[10:20, 10:20] = 1
+    frame = [Frame("one cell", np.random.default_rng(1).random((400, 400)).astype(np.float32), labels)]
+    plain = NO_AUGMENTATION
+
+    def empty_share(fraction: float) -> float:
+        batches = take(make_loader(frame, cfg(augment=plain, background_fraction=fraction), workers=0), 40)
+        targets = torch.cat([b["target"] for b in batches])  # (120, 32, 32)
+        return float((targets.flatten(1).sum(1) == 0).float().mean())
+
+    assert empty_share(0.0) == 0.0
+    assert 0.3 < empty_share(0.5) < 0.7  # ~½ drawn anywhere, nearly all of them miss the cell

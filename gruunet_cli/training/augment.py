@@ -68,7 +68,8 @@ class Crop:
 
 def choose_centre(rng: np.random.Generator, labels: np.ndarray, boxes: list[tuple[slice, ...]] | None = None) -> np.ndarray:
     """A crop centre inside the bounding box of a random ground-truth object (uniform in the
-    frame when there is none): crops are centred on objects, with background around them."""
+    frame when there is none, or when ``boxes`` is an empty list): crops are centred on objects,
+    with background around them."""
     if boxes is None:
         boxes = [b for b in ndi.find_objects(labels.astype(np.int64)) if b is not None]
     if not boxes:

@@ -27,6 +27,7 @@ class TrainConfig:
     val_interval: int = 100
     patience: int = 10  # validations without a better SEG before stopping
     clean_fraction: float = 0.1  # last fraction of iterations on un-augmented crops
+    background_crops: float = 0.0  # share of crops centred anywhere, not on an object (paper: 0)
     val_fraction: float = 0.25  # held out per source when no validation sequence is given
     scale_to: float | None = None  # resize each training frame so its median object diameter is this (px)
     # partial CTC GT: cells with a TRA marker but no SEG label are left out of the loss (not background)

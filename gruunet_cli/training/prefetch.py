@@ -37,6 +37,9 @@ class SamplingConfig:
     clean_from_batch: int  # batches from this index on are not augmented (the paper's last epoch)
     weight_maps: bool = False  # U-Net weighted CE needs them
     world: int = 1  # ranks drawing from the one sample stream (see BatchIndices)
+    # Share of crops centred anywhere in the frame instead of on an object: background far from
+    # cells is otherwise never seen (partial GT frames label only a few cells).
+    background_fraction: float = 0.0
 
 
 class CropDataset(Dataset):
@@ -64,7 +67,10 @@ class CropDataset(Dataset):
         frame = self.cache.get(source[int(rng.integers(len(source)))])
         iteration = index // cfg.batch // cfg.world
         aug = cfg.augment if iteration < cfg.clean_from_batch else NO_AUGMENTATION
-        crop = augmented_crop(rng, frame.image, frame.labels, cfg.crop, aug, frame.boxes, ignore=frame.ignore)
+        # Drawn only when asked, so runs without background crops keep their sample stream.
+        anywhere = cfg.background_fraction > 0 and rng.random() < cfg.background_fraction
+        crop = augmented_crop(rng, frame.image, frame.labels, cfg.crop, aug, [] if anywhere else frame.boxes,
+                              ignore=frame.ignore)
         item = {"image": torch.from_numpy(crop.image), "target": torch.from_numpy(crop.target),
                 "valid": torch.from_numpy(crop.valid)}
         if cfg.weight_maps:

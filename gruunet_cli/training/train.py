@@ -191,7 +191,7 @@ def _batches(r: Run) -> Iterator[dict[str, torch.Tensor]]:
     sampling = SamplingConfig(
         crop=r.prep.crop, batch=cfg.batch, seed=cfg.seed, augment=cfg.augment,
         clean_from_batch=int(cfg.iterations * (1 - cfg.clean_fraction)),
-        weight_maps=cfg.loss == LossName.wce, world=r.dinfo.world,
+        weight_maps=cfg.loss == LossName.wce, world=r.dinfo.world, background_fraction=cfg.background_crops,
     )
     loader = make_loader(r.prep.train, sampling, cfg.workers, start_batch=r.state.iteration, rank=r.dinfo.rank,
                          world=r.dinfo.world, pin_memory=r.device.type == "cuda", norm=cfg.norm)
