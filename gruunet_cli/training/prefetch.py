@@ -93,11 +93,17 @@ class BatchIndices:
             b += 1
 
 
+# After a SIGTERM, a worker lives on this long (s) before it ends itself.
+SIGTERM_GRACE_S = 20
+
+
 def _worker_init(_: int) -> None:
-    # Ctrl-C goes to the whole process group, and `kill` / `pkill -f` / a scheduler's SIGTERM may
-    # reach the workers too: the main process saves and stops them, so they ignore both.
+    # Ctrl-C goes to the whole process group: the main process saves and stops the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # So may SIGTERM (`pkill -f`, docker stop, a scheduler): a worker that died at once would crash
+    # the main process before it saves. It keeps working for a grace period instead and then ends
+    # (SIGALRM's default action), so a SIGTERM still ends an orphaned worker.
+    signal.signal(signal.SIGTERM, lambda *_: signal.alarm(SIGTERM_GRACE_S))
     torch.set_num_threads(1)
 
 
