@@ -63,7 +63,8 @@ def test_nine_iterations_end_in_the_output() -> None:
 
 
 def test_gru_cell_follows_equations() -> None:
-    """h_t = z∘h + (1−z)∘LReLU(W_h*x + U_h*(r∘h) + b_h), recomputed with plain convolutions."""
+    """h_t = z∘h + (1−z)∘LReLU(W_h*x + U_h*(r∘h) + b_h), recomputed with plain convolutions, both
+    with gradients (training) and without (inference, computed in place)."""
     torch.manual_seed(0)
     cell = ConvGRUCell(2, 4)
     x, h = torch.randn(1, 4, 9, 9), torch.randn(1, 4, 9, 9)
@@ -75,7 +76,17 @@ def test_gru_cell_follows_equations() -> None:
     r = torch.sigmoid(conv(None, x, Wr, br) + conv(None, h, Ur))
     z = torch.sigmoid(conv(None, x, Wz, bz) + conv(None, h, Uz))
     h_tilde = torch.nn.functional.leaky_relu(conv(None, x, Wh, bh) + conv(None, r * h, cell.u_h.weight), 0.2)
-    torch.testing.assert_close(cell(x, h), z * h + (1 - z) * h_tilde)
+    expected = z * h + (1 - z) * h_tilde
+    torch.testing.assert_close(cell(x, h), expected)
+    with torch.no_grad():
+        torch.testing.assert_close(cell(x, h), expected)
+    tanh_cell = ConvGRUCell(2, 4, "tanh")
+    tanh_cell.load_state_dict(cell.state_dict())
+    h_tilde = torch.tanh(conv(None, x, Wh, bh) + conv(None, r * h, cell.u_h.weight))
+    expected = z * h + (1 - z) * h_tilde
+    torch.testing.assert_close(tanh_cell(x, h), expected)
+    with torch.inference_mode():
+        torch.testing.assert_close(tanh_cell(x, h), expected)
 
 
 def discs_image(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,3 +121,34 @@ def test_overfits_one_image() -> None:
             if best > 0.95:
                 break
     assert best > 0.95
+
+
+@pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(dims=3, z_pool_levels=1, **SMALL_UNET)])
+def test_weights_are_built_channels_last(cfg: ModelConfig) -> None:
+    fmt = torch.channels_last if cfg.dims == 2 else torch.channels_last_3d
+    convs = [m.weight for m in build_model(cfg).modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    assert convs and all(w.is_contiguous(memory_format=fmt) for w in convs if w.shape[1] > 1)
+
+
+def test_channels_last_differs_from_channels_first_only_by_rounding() -> None:
+    """The shipped model on a real image: the channels-last network's probabilities are as close to
+    a float64 reference as the channels-first (former) layout's are."""
+    import copy
+
+    import tifffile
+
+    from gruunet_cli.files import modelfile
+    from gruunet_cli.tools.demo import SAMPLE, WEIGHTS
+
+    torch.manual_seed(0)
+    model, meta = modelfile.load(WEIGHTS)
+    image = tifffile.imread(SAMPLE / "02" / "t000.tif")[:128, :128].astype(np.float32)
+    lo, hi = np.percentile(image, [meta.norm.p_low, meta.norm.p_high])
+    x = torch.from_numpy(((image - lo) / (hi - lo)).astype(np.float32))[None, None]
+    first = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    with torch.inference_mode():
+        ref = first.double()(x.double()).softmax(1)[:, 1]
+        err_first = (copy.deepcopy(model).to(memory_format=torch.contiguous_format)(x).softmax(1)[:, 1] - ref).abs().max()
+        err_last = (model(x).softmax(1)[:, 1] - ref).abs().max()
+    assert err_last <= 2 * err_first + 1e-5
+    assert err_last < 0.02

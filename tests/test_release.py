@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from synthetic import render, touching_discs, write_ctc
 from typer.testing import CliRunner
 
@@ -104,6 +105,20 @@ def test_denormals_are_flushed_once_a_device_is_chosen() -> None:
 
 
 @pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+def test_large_tensors_get_huge_pages_once_gruunet_is_imported() -> None:
+    """Importing the package before torch asks torch for huge pages (2 MiB) on large tensors:
+    a 64 MiB tensor then lies mostly on huge pages, which the kernel reports in smaps."""
+    import sys
+
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not thp.exists() or "[never]" in thp.read_text() or not Path("/proc/self/smaps_rollup").exists():
+        pytest.skip("no transparent huge pages on this system")
+    code = ("import gruunet_cli, torch; x = torch.ones(16 * 2**20); "
+            "print([l for l in open('/proc/self/smaps_rollup') if l.startswith('AnonHugePages')][0].split()[1])")
+    huge_kib = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert huge_kib >= 32 * 1024
+
+
 def test_bench_denormals_times_both_settings() -> None:
     import torch
 
@@ -130,3 +145,24 @@ def test_bench_stages_accounts_for_the_wall_time() -> None:
 
     model, _ = modelfile.load(demo.WEIGHTS)
     assert 1.0e6 < network_flops_per_pixel(model) < 1.3e6  # the issue's 1.12 MFLOP per pixel
+
+
+def test_bench_peer_images_carry_the_ground_truth_diameter() -> None:
+    from gruunet_cli.inference.scale import object_diameters
+    from gruunet_cli.tools.bench_peer import sample_images
+
+    (name, small, d_small), (_, big, d_big) = sample_images([256, 300])
+    gt = tifffile.imread(demo.SAMPLE / "02_GT" / "SEG" / "man_seg000.tif")
+    assert small.shape == (256, 256) and big.shape == (300, 300)
+    assert d_small == d_big == pytest.approx(float(np.median(object_diameters(gt))))
+    assert 5 < d_small < 15  # the sample's small nuclei
+
+
+def test_bench_peer_without_cellpose_says_how_to_install_it() -> None:
+    from gruunet_cli.tools.bench_peer import cellpose_version
+
+    if cellpose_version() is not None:
+        pytest.skip("Cellpose is installed here")
+    result = CliRunner().invoke(app, ["bench", "peer", "--size", "256"])
+    assert result.exit_code == 2
+    assert "pip install" in result.output and "Traceback" not in result.output

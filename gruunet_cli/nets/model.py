@@ -9,10 +9,12 @@ combines ``o`` with the max-pooled state and produces the GRU input ``x_t`` at f
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import Arch, ModelConfig
 from .layers import (
+    LRELU_SLOPE,
     ConvBnAct,
     batch_norm,
     conv,
@@ -46,10 +48,15 @@ class ConvGRUCell(nn.Module):
         """x, h: (B, C, *S) → new state (B, C, *S)."""
         wr, wz, wh = self.w(x).chunk(3, dim=1)  # 3 × (B, C, *S)
         ur, uz = self.u_rz(h).chunk(2, dim=1)
-        r = torch.sigmoid(wr + ur)
-        z = torch.sigmoid(wz + uz)
-        h_tilde = self.act(wh + self.u_h(r * h))
-        return z * h + (1 - z) * h_tilde
+        if not torch.is_grad_enabled():  # inference: in place, so no new full-resolution tensors
+            r, z = wr.add_(ur).sigmoid_(), wz.add_(uz).sigmoid_()
+            h_tilde = wh.add_(self.u_h(r.mul_(h)))
+            h_tilde = h_tilde.tanh_() if self.act is torch.tanh else F.leaky_relu_(h_tilde, LRELU_SLOPE)
+        else:
+            r = torch.sigmoid(wr + ur)
+            z = torch.sigmoid(wz + uz)
+            h_tilde = self.act(wh + self.u_h(r * h))
+        return torch.lerp(h_tilde, h, z)  # z∘h + (1 − z)∘h̃ in one pass
 
 
 class DenseLayer(nn.Sequential):
@@ -164,12 +171,17 @@ class GRUUNet(nn.Module):
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
-    """The network named by ``cfg.arch``."""
+    """The network named by ``cfg.arch``, its weights channels-last: oneDNN's convolutions then
+    skip converting every activation to and from their blocked layout, measured 1.3x faster for
+    GRUU-Net inference and 1.15x per training step on the CPU (`gruunet bench model`); the
+    results differ only by float rounding (`tests/test_model.py`)."""
     if cfg.arch == Arch.gruunet:
-        return GRUUNet(cfg)
-    from .unet import UNet
+        model: nn.Module = GRUUNet(cfg)
+    else:
+        from .unet import UNet
 
-    return UNet(cfg)
+        model = UNet(cfg)
+    return model.to(memory_format=torch.channels_last if cfg.dims == 2 else torch.channels_last_3d)
 
 
 def count_parameters(model: nn.Module) -> int:

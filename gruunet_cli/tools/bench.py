@@ -98,21 +98,29 @@ def _train_step(model, x, y) -> None:
 
 
 def bench_model(size: int = 256, batch: int = 1, repeats: int = 3, device: str = "cpu", unet_base: int = 64) -> list[dict]:
-    """Parameters and seconds per crop for GRUU-Net and the U-Net baseline, interleaved in one run.
+    """Parameters and seconds per crop for GRUU-Net and the U-Net baseline, interleaved in one run,
+    each as built (channels-last weights) and with its weights made channels-first (contiguous),
+    the layout before channels-last was adopted.
 
     Forward is timed in eval mode without gradients; forward+backward in train mode with the
     normalized focal loss. The best of ``repeats`` counts (after one warm-up each).
     """
+    import copy
+
     import torch
 
     from ..config import Arch, ModelConfig
     from ..nets.model import build_model, count_parameters
 
     torch.manual_seed(0)
-    models = {
+    built = {
         "gruunet": build_model(ModelConfig()).to(device),
         f"unet (base {unet_base})": build_model(ModelConfig(arch=Arch.unet, unet_base=unet_base)).to(device),
     }
+    models = {}
+    for name, m in built.items():
+        models[name] = m
+        models[f"{name}, channels-first"] = copy.deepcopy(m).to(memory_format=torch.contiguous_format)
     x = torch.randn(batch, 1, size, size, device=device)
     y = (torch.rand(batch, size, size, device=device) > 0.5).long()
 

@@ -202,3 +202,26 @@ def bench_stages(
         typer.echo(f"{size}x{size}: {r['wall_s']:.1f} s, {r['wall_s'] / (size * size / 1e6):.1f} s/Mpx, factor "
                    f"{r['factor']:.2f}; {parts}; network {r['network_gflops']:.1f} GFLOP/s = "
                    f"{r['conv_rate_ratio']:.0%} of a plain 3x3 conv's {r['plain_conv_gflops']:.1f} ({r['threads']} threads)")
+
+
+@bench_app.command("peer", cls=Command)
+@user_errors
+def bench_peer(
+    sizes: Annotated[list[int], typer.Option("--size", help="Image side(s): 256 is the bundled StarDist 02 image, others the bundled 01 image tiled.")] = [256, 512, 2048],
+    weights: Annotated[Path | None, typer.Option(help="Model file (default: the bundled GRUU-Net).")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads for both.")] = 1,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repetitions after a warm-up; the best counts.")] = 2,
+    device: Device = "cpu",
+) -> None:
+    """gruunet `segment` against Cellpose's 2D network (optional: pip install 'gruunet[bench]') on
+    the same images, threads and device, interleaved in one run."""
+    from .bench_peer import bench_peer as run, cellpose_version
+    from .demo import WEIGHTS
+
+    if cellpose_version() is None:
+        raise UserError("Cellpose is not installed: pip install 'cellpose>=3.1,<4' (or '.[bench]')")
+    typer.echo(f"cellpose {cellpose_version()}, torch {__import__('torch').__version__}, {threads} thread(s), {device}")
+    for r in run(sizes, weights or WEIGHTS, threads, device, repeats):
+        typer.echo(f"{r['image']}: diameter {r['diameter']:.1f} px; gruunet auto {r['gruunet auto s']:.2f} s, "
+                   f"given {r['gruunet given s']:.2f} s; cellpose network {r['cellpose s']:.2f} s; "
+                   f"ratio gruunet/cellpose {r['ratio auto']:.2f} (auto), {r['ratio given']:.2f} (given)")

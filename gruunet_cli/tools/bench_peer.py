@@ -1,0 +1,90 @@
+"""`gruunet bench peer`: gruunet against Cellpose's 2D network on the same images, threads and
+device, interleaved in one process (never asserted in tests).
+
+Cellpose (Stringer et al. 2021, the `cellpose` package, version 3: the CPnet of its `nuclei` and
+`cyto3` models) is built without its weights, which cannot be downloaded here; its speed does not
+depend on them. Timed: its `eval` up to the flows (`compute_masks=False`: normalisation, resizing
+to its 17 px nuclei diameter, its 224² tiles in batches of 8, resampling back), because the
+mask step of an untrained network follows random flows and would time nothing real. gruunet is
+timed for the whole `segment` of the image (network and post-processing), so the ratio counts
+more work on gruunet's side than on Cellpose's.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+from ..inference import scale, segment
+from . import bench_stages
+
+CELLPOSE_NUCLEI_DIAMETER = 17.0  # Cellpose's `nuclei` model resizes objects to this diameter
+
+
+def cellpose_version() -> str | None:
+    """The installed Cellpose version, None when it is not installed."""
+    try:
+        from importlib.metadata import version
+
+        return version("cellpose")
+    except Exception:
+        return None
+
+
+def sample_images(sizes: list[int]) -> list[tuple[str, np.ndarray, float]]:
+    """(name, image, median object diameter) for each size: the bundled StarDist 02 image at
+    256² as it is, other sizes the bundled 01 image tiled to ``size``² (same nuclei, whose
+    diameter the bundled ground truth gives)."""
+    from .demo import SAMPLE
+
+    gt = tifffile.imread(SAMPLE / "02_GT" / "SEG" / "man_seg000.tif")
+    diameter = float(scale.object_diameter([gt]) or 0.0)
+    out = []
+    for size in sizes:
+        if size == 256:
+            out.append(("StarDist 02 (256²)", tifffile.imread(SAMPLE / "02" / "t000.tif"), diameter))
+        else:
+            out.append((f"01 tiled ({size}²)", bench_stages.tiled_sample(size), diameter))
+    return out
+
+
+def _best(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bench_peer(sizes: list[int], weights: Path, threads: int, device: str = "cpu", repeats: int = 2) -> list[dict]:
+    """Seconds per image, best of ``repeats`` after a warm-up: gruunet `segment` with
+    ``--diameter auto`` and with the true diameter given, and Cellpose's network given the
+    same diameter, all interleaved per image."""
+    from cellpose import models  # optional: pip install 'gruunet[bench]'
+
+    torch.set_num_threads(threads)
+    options = dict(device=device, threads=threads)
+    auto = segment.Predictor(weights, segment.SegmentOptions(diameter="auto", **options))
+    cellpose = models.CellposeModel(gpu=device.startswith("cuda"), pretrained_model=False,
+                                    diam_mean=CELLPOSE_NUCLEI_DIAMETER)
+    rows = []
+    for name, image, diameter in sample_images(sizes):
+        given = segment.Predictor(weights, segment.SegmentOptions(diameter=diameter, **options))
+        runs = {
+            "gruunet auto": lambda: auto.labels(image),
+            "gruunet given": lambda: given.labels(image),
+            "cellpose": lambda: cellpose.eval(image, diameter=diameter, channels=[0, 0], compute_masks=False),
+        }
+        for fn in runs.values():  # warm-up
+            fn()
+        times = {k: _best(fn, repeats) for k, fn in runs.items()}
+        rows.append({"image": name, "pixels": int(image.size), "diameter": diameter, "threads": threads,
+                     **{f"{k} s": v for k, v in times.items()},
+                     "ratio auto": times["gruunet auto"] / times["cellpose"],
+                     "ratio given": times["gruunet given"] / times["cellpose"]})
+    return rows
