@@ -29,6 +29,26 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def release_freed_memory() -> bool:
+    """Give the memory that freed small objects left in the heap back to the system (glibc's
+    ``malloc_trim``). Scanning 4,790 masks for `train` left 1.29 GB resident of which 0.43 GB
+    was live; the augmentation workers forked after it inherited the rest. Returns False where
+    the C library has no ``malloc_trim`` (nothing to do there)."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
+
+
 def free_cores() -> int:
     """CPU cores this process may use that other processes do not keep busy right now: the cores
     it is allowed to run on less the other runnable processes (``/proc/loadavg``'s running count,

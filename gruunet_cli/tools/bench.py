@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -105,8 +106,6 @@ def bench_model(size: int = 256, batch: int = 1, repeats: int = 3, device: str =
     Forward is timed in eval mode without gradients; forward+backward in train mode with the
     normalized focal loss. The best of ``repeats`` counts (after one warm-up each).
     """
-    import copy
-
     import torch
 
     from ..config import Arch, ModelConfig
@@ -117,10 +116,8 @@ def bench_model(size: int = 256, batch: int = 1, repeats: int = 3, device: str =
         "gruunet": build_model(ModelConfig()).to(device),
         f"unet (base {unet_base})": build_model(ModelConfig(arch=Arch.unet, unet_base=unet_base)).to(device),
     }
-    models = {}
-    for name, m in built.items():
-        models[name] = m
-        models[f"{name}, channels-first"] = copy.deepcopy(m).to(memory_format=torch.contiguous_format)
+    models = {**built, **{f"{k}, channels-first": copy.deepcopy(m).to(memory_format=torch.contiguous_format)
+                          for k, m in built.items()}}
     x = torch.randn(batch, 1, size, size, device=device)
     y = (torch.rand(batch, size, size, device=device) > 0.5).long()
 
@@ -176,7 +173,8 @@ def bench_denormals_one(weights: Path, flush: bool, repeats: int = 3) -> dict:
     return {"flush_denormal": flush, **{k: min(v) for k, v in times.items()}, "threads": torch.get_num_threads()}
 
 
-def bench_segment_one(size: int, weights: Path | None, tile: int | None = None, device: str = "cpu") -> dict:
+def bench_segment_one(size: int, weights: Path | None, tile: int | None = None, device: str = "cpu",
+                      threads: int | None = None) -> dict:
     """Segment one random ``size``×``size`` uint16 image; seconds per megapixel and peak resident
     memory of this process (run each size in a fresh process for a clean peak)."""
     import resource
@@ -195,7 +193,7 @@ def bench_segment_one(size: int, weights: Path | None, tile: int | None = None, 
         torch.manual_seed(0)
         weights = Path(tempfile.mkdtemp()) / "random"
         modelfile.save(weights, build_model(ModelConfig()), ModelMeta())
-    predictor = Predictor(Path(weights), SegmentOptions(tile=tile, device=device))
+    predictor = Predictor(Path(weights), SegmentOptions(tile=tile, device=device, threads=threads))
     image = np.random.default_rng(0).integers(0, 4000, (size, size), dtype=np.uint16)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
@@ -203,7 +201,8 @@ def bench_segment_one(size: int, weights: Path | None, tile: int | None = None, 
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"size": size, "megapixels": size * size / 1e6, "seconds": seconds, "s_per_mpx": seconds / (size * size / 1e6),
-            "peak_rss_mib": peak, "rss_before_mib": base_rss, "objects": int(labels.max()), "tile": tile}
+            "peak_rss_mib": peak, "rss_before_mib": base_rss, "objects": int(labels.max()), "tile": tile,
+            "threads": __import__("torch").get_num_threads()}
 
 
 def bench_train(frames: list, crop: int = 96, batch: int = 2, workers: tuple[int, ...] = (2, 4), steps: int = 30,

@@ -137,6 +137,7 @@ def bench_segment(
     weights: Annotated[Path | None, typer.Option(help="Model file (default: a random GRUU-Net; speed is the same).")] = None,
     tile: Annotated[int | None, typer.Option(min=16, help="Tile side (default: as `segment` plans it).")] = None,
     device: Device = "cpu",
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: the free cores).")] = None,
     inline: Annotated[bool, typer.Option("--inline", help="Measure in this process (one size).")] = False,
 ) -> None:
     """Seconds per megapixel and peak memory of `segment` for several image sizes."""
@@ -146,11 +147,11 @@ def bench_segment(
 
     if inline:
         for size in sizes:
-            typer.echo(json.dumps(bench.bench_segment_one(size, weights, tile, device)))
+            typer.echo(json.dumps(bench.bench_segment_one(size, weights, tile, device, threads)))
         return
     for size in sizes:
         r = _inline_run(["segment", "--size", str(size), "--device", device] + (["--tile", str(tile)] if tile else [])
-                        + (["--weights", str(weights)] if weights else []))
+                        + (["--weights", str(weights)] if weights else []) + (["--threads", str(threads)] if threads else []))
         typer.echo(f"{r['size']}x{r['size']}: {r['seconds']:.1f} s, {r['s_per_mpx']:.2f} s/Mpx, "
                    f"peak RSS {r['peak_rss_mib']:.0f} MiB (before: {r['rss_before_mib']:.0f} MiB), {r['objects']} objects")
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..inference.runtime import release_freed_memory
 from . import data
 from .options import TrainConfig, TrainData
 
@@ -48,6 +49,7 @@ def prepare(cfg: TrainConfig, src: TrainData) -> Prepared:
             ignored["cells"] += frame.ignored_cells
             ignored["pixels"] += int(frame.ignore.sum())
             ignored["frames"] += 1
+    release_freed_memory()  # before the augmentation workers fork: they would inherit the scan's heap
     return Prepared(train, val_refs, cfg.crop or data.auto_crop(stats),
                     float(np.median(diameters)) if diameters.size else None, ignored,
                     float(np.median(native)) if native.size else None)
