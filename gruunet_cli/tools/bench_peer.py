@@ -37,18 +37,19 @@ def cellpose_version() -> str | None:
 
 def sample_images(sizes: list[int]) -> list[tuple[str, np.ndarray, float]]:
     """(name, image, median object diameter) for each size: the bundled StarDist 02 image at
-    256² as it is, other sizes the bundled 01 image tiled to ``size``² (same nuclei, whose
-    diameter the bundled ground truth gives)."""
+    256² as it is, other sizes the bundled 01 image tiled to ``size``²; the diameter is that of
+    the image's own ground truth (02_GT or 01_GT)."""
     from .demo import SAMPLE
 
-    gt = tifffile.imread(SAMPLE / "02_GT" / "SEG" / "man_seg000.tif")
-    diameter = float(scale.object_diameter([gt]) or 0.0)
+    def diameter(seq: str) -> float:
+        return float(scale.object_diameter([tifffile.imread(SAMPLE / f"{seq}_GT" / "SEG" / "man_seg000.tif")]) or 0.0)
+
     out = []
     for size in sizes:
         if size == 256:
-            out.append(("StarDist 02 (256²)", tifffile.imread(SAMPLE / "02" / "t000.tif"), diameter))
+            out.append(("StarDist 02 (256²)", tifffile.imread(SAMPLE / "02" / "t000.tif"), diameter("02")))
         else:
-            out.append((f"01 tiled ({size}²)", bench_stages.tiled_sample(size), diameter))
+            out.append((f"01 tiled ({size}²)", bench_stages.tiled_sample(size), diameter("01")))
     return out
 
 
