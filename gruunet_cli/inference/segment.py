@@ -256,6 +256,9 @@ def run(
     if scales and opts.diameter is not None and dinfo.main:
         write_scales(Path(out_dir) / SCALES_FILE, scales)
     distributed.barrier(dinfo)
+    # Leave the process group before exit: a rank that exits with it alive can abort in gloo's
+    # teardown ("terminate called without an active exception", seen once under load).
+    distributed.shutdown(dinfo)
     return written
 
 
