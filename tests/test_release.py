@@ -137,8 +137,12 @@ def test_bench_denormals_times_both_settings() -> None:
 def test_bench_stages_accounts_for_the_wall_time() -> None:
     from gruunet_cli.tools.bench_stages import network_flops_per_pixel, stages
 
-    r = stages(128, demo.WEIGHTS, "auto", threads=1)
+    r = stages(128, demo.WEIGHTS, "auto", threads=1, one_pass=True)
     parts = sum(r[k] for k in ("read_s", "estimate_s", "network_s", "post_s", "write_s"))
+    assert r["one_pass_network_s"] > 0 and r["banded_network_s"] > 0  # both ran (timed, never compared)
+    from gruunet_cli.nets import bands
+
+    assert bands.BAND_PIXELS == 1 << 17  # and the bands are back on
     assert 0 < parts <= r["wall_s"] * 1.001 and r["pixels_final"] == 128 * 128  # cells of the model's size
     assert r["network_gflops"] > 0 and r["plain_conv_gflops"] > 0  # measured, never compared here
     from gruunet_cli.files import modelfile

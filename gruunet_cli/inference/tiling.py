@@ -35,9 +35,10 @@ def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[in
     return sorted(set(starts))
 
 
-# Default tile budget (in-plane pixels per forward pass): GRUU-Net inference holds about 1.8 KiB
-# per pixel (measured: 1024² → 2.2 GiB peak RSS), so 1.5 MP keeps the network under ~3 GiB.
-TILE_PIXELS = 1536 * 1024
+# Default tile budget (in-plane pixels per forward pass): GRUU-Net inference on the CPU holds about
+# 1.1 KiB per pixel (its full-resolution layers run in row bands, nets/bands.py; measured: 1024² →
+# 1.37 GiB peak RSS, 0.28 of it the process before), so 2.5 MP keeps a pass under ~3 GiB.
+TILE_PIXELS = 2560 * 1024
 
 
 def plan_tile(shape: tuple[int, int], overlap: int, align: int = 16, budget: int = TILE_PIXELS) -> tuple[int, int]:
@@ -48,10 +49,10 @@ def plan_tile(shape: tuple[int, int], overlap: int, align: int = 16, budget: int
 
     >>> plan_tile((681, 681), 64)  # fits: one pass
     (681, 681)
-    >>> plan_tile((2048, 2048), 64)  # 2×2 tiles of 1056²: 1.06x the pixels
-    (1056, 1056)
-    >>> plan_tile((1040, 3000), 64)  # 1×3 tiles of 1040 × 1056: 1.05x
-    (1040, 1056)
+    >>> plan_tile((2048, 2048), 64)  # 1×2 tiles of 2048 × 1056: 1.03x the pixels
+    (2048, 1056)
+    >>> plan_tile((1040, 3000), 64)  # 1×2 tiles of 1040 × 1536: 1.02x
+    (1040, 1536)
     """
     def side(length: int, n: int) -> int:  # n tiles along an axis of ``length`` px
         if n == 1:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Arch, ModelConfig
+from .bands import by_rows
 from .layers import (
     LRELU_SLOPE,
     ConvBnAct,
@@ -95,12 +96,17 @@ class FRDU(nn.Module):
 
         Returns (o_t (B, width, *s), x_t (B, state, *S)).
         """
-        feats = [self.embed(torch.cat([o, max_pool(h, pool)], dim=1))]  # (B, embed, *s)
+        o, x = self.core(o, max_pool(h, pool))
+        return o, resize(x, tuple(h.shape[2:]), "nearest")  # x: (B, state, *S)
+
+    def core(self, o: torch.Tensor, h_pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unit at its own scale (local: ``len(self.dense)`` 3x3 convs deep).
+        o: (B, in_o, *s), h_pooled: (B, state, *s) → (o_t (B, width, *s), x_t (B, state, *s))."""
+        feats = [self.embed(torch.cat([o, h_pooled], dim=1))]  # (B, embed, *s)
         for layer in self.dense:
             feats.append(layer(torch.cat(feats, dim=1)))  # each (B, growth, *s)
         o = self.transition(torch.cat(feats, dim=1))  # (B, width, *s)
-        x = resize(self.to_state(o), tuple(h.shape[2:]), "nearest")  # (B, state, *S)
-        return o, x
+        return o, self.to_state(o)
 
 
 class ResidualHead(nn.Module):
@@ -151,7 +157,13 @@ class GRUUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, return_iterations: bool = False) -> torch.Tensor | list[torch.Tensor]:
         x, crop = pad_to_multiple(x, self.cfg.multiple)
-        h = o = self.stem(x)  # (B, 32, *S)
+        # Inference computes the full-resolution parts in row bands (exact; see bands.py).
+        banded = not self.training and not torch.is_grad_enabled() and x.device.type == "cpu"  # a GPU gains nothing
+
+        def local(fn, halo: int, *args: torch.Tensor):  # noqa: ANN202 - fn's own result
+            return by_rows(fn, halo, *args) if banded else fn(*args)
+
+        h = o = local(self.stem, 2, x)  # (B, 32, *S)
         full = tuple(h.shape[2:])
         per_step = []
         for t, (frdu, level) in enumerate(zip(self.frdus, self.levels)):
@@ -161,13 +173,14 @@ class GRUUNet(nn.Module):
                 o = max_pool(o, tuple(a // b for a, b in zip(o.shape[2:], size)))
             else:  # up: bilinear / trilinear
                 o = resize(o, size, "linear")
-            o, x_t = frdu(o, h, pool)
-            h = self.grus[0 if self.cfg.shared_gru else t](x_t, h)
+            o, x_t = local(frdu.core, len(frdu.dense), o, max_pool(h, pool))  # banded at the two finest levels
+            x_t = resize(x_t, full, "nearest")  # (B, 32, *S)
+            h = local(self.grus[0 if self.cfg.shared_gru else t], 2, x_t, h)
             if return_iterations:
-                per_step.append(self.head(h)[crop])
+                per_step.append(local(self.head, 2, h)[crop])
         if return_iterations:
             return per_step
-        return self.head(h)[crop]
+        return local(self.head, 2, h)[crop]
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

@@ -189,6 +189,7 @@ def bench_stages(
     weights: Annotated[Path | None, typer.Option(help="Model file (default: the bundled GRUU-Net).")] = None,
     diameter: Annotated[str, typer.Option(help="As for segment: auto, off or pixels.")] = "auto",
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: the free cores).")] = None,
+    one_pass: Annotated[bool, typer.Option("--one-pass", help="Also time the final network pass without row bands.")] = False,
 ) -> None:
     """Where `segment`'s time goes (read, size estimate, network, post-processing, write) and the
     network's GFLOP/s against a plain 3x3 convolution on this machine, in one run."""
@@ -197,12 +198,15 @@ def bench_stages(
 
     d = None if diameter == "off" else diameter if diameter == "auto" else float(diameter)
     for size in sizes:
-        r = stages(size, weights or WEIGHTS, d, threads)
+        r = stages(size, weights or WEIGHTS, d, threads, one_pass)
         parts = "  ".join(f"{k[:-2]} {r[k]:.2f}s ({r[k] / r['wall_s']:.0%})"
                           for k in ("read_s", "estimate_s", "network_s", "post_s", "write_s"))
         typer.echo(f"{size}x{size}: {r['wall_s']:.1f} s, {r['wall_s'] / (size * size / 1e6):.1f} s/Mpx, factor "
                    f"{r['factor']:.2f}; {parts}; network {r['network_gflops']:.1f} GFLOP/s = "
                    f"{r['conv_rate_ratio']:.0%} of a plain 3x3 conv's {r['plain_conv_gflops']:.1f} ({r['threads']} threads)")
+        if one_pass:
+            typer.echo(f"  final pass again: without row bands {r['one_pass_network_s']:.2f} s, with them "
+                       f"{r['banded_network_s']:.2f} s ({r['one_pass_network_s'] / r['banded_network_s']:.2f}x)")
 
 
 @bench_app.command("peer", cls=Command)

@@ -50,18 +50,22 @@ def tiled_sample(size: int) -> np.ndarray:
     return np.ascontiguousarray(np.tile(base, (reps, reps))[:size, :size])
 
 
-def stages(size: int, weights: Path, diameter: float | str | None = "auto", threads: int | None = None) -> dict:
+def stages(size: int, weights: Path, diameter: float | str | None = "auto", threads: int | None = None,
+           one_pass: bool = False) -> dict:
     """Seconds of each stage of `segment` on one ``size``² image: read, size estimate (every pass
     but the last when the image is rescaled), network and post-processing of the final pass,
-    write; plus achieved network GFLOP/s against `plain_conv_gflops` in the same process."""
+    write; plus achieved network GFLOP/s against `plain_conv_gflops` in the same process, and with
+    ``one_pass`` the final network pass again with the row bands off (`nets/bands.py`)."""
     predictor = segment.Predictor(weights, segment.SegmentOptions(device="cpu", diameter=diameter, threads=threads))
     spent: list[tuple[str, float, int]] = []  # (stage, seconds, pixels computed)
+    last_input: list[np.ndarray] = []
     probabilities, labels_from = predictor.probabilities, predictor.labels_from
 
     def timed_probabilities(image: np.ndarray, iterations: bool = False) -> np.ndarray:
         t0 = time.perf_counter()
         out = probabilities(image, iterations)
         spent.append(("network", time.perf_counter() - t0, int(np.prod(image.shape))))
+        last_input[:] = [image]
         return out
 
     def timed_labels_from(p: np.ndarray, image: np.ndarray, f: float = 1.0) -> np.ndarray:
@@ -92,7 +96,20 @@ def stages(size: int, weights: Path, diameter: float | str | None = "auto", thre
     achieved = flops / network_s / 1e9
     plain = plain_conv_gflops()
     wall = read_s + total_compute + write_s
-    return {"size": size, "threads": torch.get_num_threads(), "wall_s": wall, "read_s": read_s,
+    repeat = {"one_pass_network_s": float("nan"), "banded_network_s": float("nan")}
+    if one_pass:  # the final pass again without bands, then with them (both after the warm-up)
+        from ..nets import bands
+
+        saved = bands.BAND_PIXELS
+        try:
+            for key, band in (("one_pass_network_s", 1 << 62), ("banded_network_s", saved)):
+                bands.BAND_PIXELS = band
+                t0 = time.perf_counter()
+                probabilities(last_input[0])
+                repeat[key] = time.perf_counter() - t0
+        finally:
+            bands.BAND_PIXELS = saved
+    return {**repeat, "size": size, "threads": torch.get_num_threads(), "wall_s": wall, "read_s": read_s,
             "estimate_s": estimate_s, "network_s": network_s, "post_s": post_s, "write_s": write_s,
             "factor": predictor.last_scale["factor"], "pixels_final": final[0][2],
             "network_gflops": achieved, "plain_conv_gflops": plain, "conv_rate_ratio": achieved / plain}
