@@ -18,6 +18,10 @@ from ..config import NormConfig
 from ..inference.tiling import plan_tile
 from .data import Frame, FrameRef
 
+# BN statistics need training mode, which runs without row bands (nets/bands.py): about 1.8 KiB
+# per pixel, so a smaller window than `segment`'s tile keeps this pass under ~3 GiB.
+TRAIN_MODE_TILE_PIXELS = 1536 * 1024
+
 
 def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -37,7 +41,7 @@ def evenly(items: list, n: int) -> list:
 def recalibrate(model: nn.Module, frames: list[Frame | FrameRef], device: torch.device, norm: NormConfig,
                 max_frames: int = 8, tile_z: int = 64) -> int:
     """Replace every BN layer's running mean and variance by their average over up to
-    ``max_frames`` whole frames (evenly spread; each cut to `segment`'s first tile when larger).
+    ``max_frames`` whole frames (evenly spread; each cut to a first tile of at most 1.5 MP when larger).
     Returns the number of frames used. The model's train/eval mode is kept."""
     bns = batch_norms(model)
     chosen = evenly(frames, max_frames)
@@ -53,7 +57,7 @@ def recalibrate(model: nn.Module, frames: list[Frame | FrameRef], device: torch.
         with torch.no_grad():
             for item in chosen:
                 image = (item.load(norm) if isinstance(item, FrameRef) else item).image
-                th, tw = plan_tile(image.shape[-2:], 64, model.cfg.multiple[-1])
+                th, tw = plan_tile(image.shape[-2:], 64, model.cfg.multiple[-1], budget=TRAIN_MODE_TILE_PIXELS)
                 window = image[..., :th, :tw] if image.ndim == 2 else image[:tile_z, :th, :tw]
                 model(torch.from_numpy(np.ascontiguousarray(window, np.float32))[None, None].to(device))
     finally:
