@@ -47,16 +47,21 @@ class ConvGRUCell(nn.Module):
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """x, h: (B, C, *S) → new state (B, C, *S)."""
+        if not torch.is_grad_enabled():  # inference: in place, few new tensors
+            c = h.shape[1]
+            w = self.w(x)  # (B, 3C, *S): W_r x + b_r | W_z x + b_z | W_h x + b_h
+            # r and z together: one pass over 2C channels instead of two strided passes over C
+            # (channels-last keeps a pixel's 3C values together, so a C-slice is strided).
+            rz = w[:, :2 * c].add_(self.u_rz(h)).sigmoid_()
+            r, z = rz[:, :c], rz[:, c:]
+            h_tilde = self.u_h(r * h).add_(w[:, 2 * c:])  # r∘h and U_h's output are dense
+            h_tilde = h_tilde.tanh_() if self.act is torch.tanh else F.leaky_relu_(h_tilde, LRELU_SLOPE)
+            return torch.lerp(h_tilde, h, z)
         wr, wz, wh = self.w(x).chunk(3, dim=1)  # 3 × (B, C, *S)
         ur, uz = self.u_rz(h).chunk(2, dim=1)
-        if not torch.is_grad_enabled():  # inference: in place, so no new full-resolution tensors
-            r, z = wr.add_(ur).sigmoid_(), wz.add_(uz).sigmoid_()
-            h_tilde = wh.add_(self.u_h(r.mul_(h)))
-            h_tilde = h_tilde.tanh_() if self.act is torch.tanh else F.leaky_relu_(h_tilde, LRELU_SLOPE)
-        else:
-            r = torch.sigmoid(wr + ur)
-            z = torch.sigmoid(wz + uz)
-            h_tilde = self.act(wh + self.u_h(r * h))
+        r = torch.sigmoid(wr + ur)
+        z = torch.sigmoid(wz + uz)
+        h_tilde = self.act(wh + self.u_h(r * h))
         return torch.lerp(h_tilde, h, z)  # z∘h + (1 − z)∘h̃ in one pass
 
 
