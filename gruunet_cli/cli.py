@@ -12,9 +12,9 @@ from typing import Annotated
 
 import typer
 
-from .config import Arch, LossName, default_model
+from .config import Arch, LossName, LRSchedule, default_model
 from .errors import UserError, user_errors
-from .options import Command, Device
+from .options import Command, Device, ObjectIntensity, checked_range
 from .tools.bench_cli import bench_app
 
 
@@ -92,6 +92,7 @@ def train(
     crop: Annotated[int | None, typer.Option(min=16, help="Crop side (default: about the largest object, rounded to 16, within 64..256).", rich_help_panel="Schedule")] = None,
     batch: Annotated[int, typer.Option(min=1, help="Crops per step (paper: 2).", rich_help_panel="Schedule")] = 2,
     lr: Annotated[float | None, typer.Option(help="AMSGrad learning rate (default: the paper's 1e-3; 1e-4 with --init).", rich_help_panel="Schedule")] = None,
+    lr_schedule: Annotated[LRSchedule, typer.Option(help="constant (the paper's) or cosine: from --lr down to 0 at the last iteration.", rich_help_panel="Schedule")] = LRSchedule.constant,
     iterations: Annotated[int, typer.Option(min=1, help="Training iterations (paper: ~10,000).", rich_help_panel="Schedule")] = 10_000,
     val_interval: Annotated[int, typer.Option(min=1, help="Validate every N iterations.", rich_help_panel="Schedule")] = 100,
     patience: Annotated[int, typer.Option(min=1, help="Stop after N validations without a better SEG.", rich_help_panel="Schedule")] = 10,
@@ -112,6 +113,7 @@ def train(
     intensity: Annotated[bool, typer.Option("--intensity/--no-intensity", help="Augment: brightness and contrast.", rich_help_panel="Augmentation")] = True,
     elastic: Annotated[bool, typer.Option("--elastic/--no-elastic", help="Augment: grid elastic deformation.", rich_help_panel="Augmentation")] = True,
     blur: Annotated[float | None, typer.Option(min=0.0, help="Augment: Gaussian blur, sigma drawn from 0..BLUR px (default 0: off).", show_default=False, rich_help_panel="Augmentation")] = None,
+    object_intensity: ObjectIntensity = None,
     init: Annotated[Path | None, typer.Option(help="Start from this model file's weights (fine-tuning); its architecture is used.", rich_help_panel="Network and loss")] = None,
     unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels.", rich_help_panel="Network and loss")] = 64,
 ) -> None:
@@ -126,18 +128,16 @@ def train(
             raise UserError("does not exist", path)
     src = tr.TrainData(tuple(parse(sources, st)), tr.TrainData.ctc(*val).sources if val else ())
     dims = dims or tr.guess_dims(list(src.sources))
-    aug = AugmentConfig.switched(flip, rotate90, rotate, zoom, zoom_range, intensity, elastic, blur)
+    aug = AugmentConfig.switched(flip, rotate90, rotate, zoom, checked_range("--zoom-range", zoom_range), intensity, elastic, blur, checked_range("--object-intensity", object_intensity))
     model_cfg = default_model(model, dims)
     if model == Arch.unet:
         model_cfg = dataclasses.replace(model_cfg, unet_base=unet_base)
     if init is not None:
         model_cfg = tr.init_model_config(init, model, dims)
-    cfg = tr.TrainConfig(
-        model=model_cfg, loss=loss, crop=crop, batch=batch, lr=lr or tr.default_lr(init is not None), iterations=iterations, val_interval=val_interval,
+    cfg = tr.TrainConfig(model=model_cfg, loss=loss, crop=crop, batch=batch, lr=lr or tr.default_lr(init is not None), lr_schedule=lr_schedule, iterations=iterations, val_interval=val_interval,
         patience=patience, clean_fraction=clean_fraction, background_crops=background_crops, workers=workers, seed=seed, device=device, amp=amp,
         checkpoint_interval=checkpoint_interval, augment=aug, init=None if init is None else str(init),
-        val_fraction=val_fraction, scale_to=scale_to, ignore_unannotated=ignore_unannotated, threads=threads,
-    )
+        val_fraction=val_fraction, scale_to=scale_to, ignore_unannotated=ignore_unannotated, threads=threads)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     with Progress("training", iterations, disable=not main_rank, loss="loss {:.4f}", wait="data wait {:.1%}") as bar:
         result = tr.run(cfg, src, out, resume=resume,
@@ -266,22 +266,26 @@ def reproduce(
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: the free cores).")] = None,
     scale_to: Annotated[float | None, typer.Option(min=1.0, help="Train at a scale where cells are this many px (cheaper on a CPU); the test video is segmented at the same scale, its cells assumed the size of the training video's.")] = None,
     background_crops: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of crops centred anywhere in the frame (as for train).")] = 0.0,
+    object_intensity: ObjectIntensity = None,
+    choose_min_size: Annotated[bool, typer.Option("--choose-min-size/--no-choose-min-size", help="Choose the smallest object kept by DET against TRA on the training video's frames without SEG reference, and write it into the model file.")] = True,
 ) -> None:
     """The paper's CTC protocol: train on one video, test on the other, both ways, GRUU-Net vs U-Net."""
     from .config import ModelConfig
     from .inference.segment import SegmentOptions
     from .tools import reproduce as rp
     from .training import train as tr
+    from .training.augment import AugmentConfig
 
     if not dataset.is_dir():
         raise UserError("folder does not exist", dataset)
+    checked_range("--object-intensity", object_intensity)
     first = rp.sequences(dataset)[0]
     dims = tr.guess_dims(list(tr.TrainData.ctc(dataset / first, dataset / f"{first}_GT").sources))
     base = tr.TrainConfig(model=ModelConfig(dims=dims, unet_base=unet_base), iterations=iterations, crop=crop,
                           val_interval=val_interval, workers=workers, device=device, patience=patience, threads=threads,
-                          scale_to=scale_to, background_crops=background_crops)
+                          scale_to=scale_to, background_crops=background_crops, augment=AugmentConfig.switched(object_intensity=object_intensity))
     rp.run(dataset, out, base, ablation, SegmentOptions(device=device, threads=threads), log=typer.echo, resume=resume,
-           only=tuple(only or ()))
+           only=tuple(only or ()), choose_min_size=choose_min_size)
     typer.echo((out / "table.md").read_text())
 
 

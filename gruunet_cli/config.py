@@ -18,6 +18,11 @@ class Arch(str, Enum):
     unet = "unet"
 
 
+class LRSchedule(str, Enum):
+    constant = "constant"  # the paper's
+    cosine = "cosine"  # half a cosine from lr down to 0 at the last iteration
+
+
 class LossName(str, Enum):
     nfl = "nfl"  # normalized focal loss, paper eq. 14
     fl = "fl"  # original focal loss, paper eq. 9-10

@@ -9,6 +9,8 @@ import click
 import typer
 from typer.core import TyperCommand
 
+from .errors import UserError
+
 
 class Command(TyperCommand):
     """Plain help: flags shown as flags (no ``<bool>``), arguments named without braces."""
@@ -34,3 +36,15 @@ class Command(TyperCommand):
 
 # One definition of --device for every command that runs a network.
 Device = Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda or cuda:N.")]
+
+# One definition of --object-intensity for train and reproduce.
+ObjectIntensity = Annotated[tuple[float, float] | None, typer.Option(
+    help="Augment: scale each object's brightness by a factor drawn log-uniformly from LO..HI, half of the objects "
+         "per crop (e.g. 0.2 1.0 for videos with dim cells; default: off).", show_default=False, rich_help_panel="Augmentation")]
+
+
+def checked_range(flag: str, value: tuple[float, float] | None) -> tuple[float, float] | None:
+    """A (LO, HI) factor range with 0 < LO <= HI, or a one-line error naming the flag."""
+    if value is not None and not 0 < value[0] <= value[1]:
+        raise UserError(f"{flag} needs 0 < LO <= HI, got {value[0]} {value[1]}")
+    return value

@@ -16,6 +16,7 @@ from gruunet_cli.training.augment import (
     _warp,
     augmented_crop,
     choose_centre,
+    object_brightness,
     source_coordinates,
 )
 
@@ -105,3 +106,38 @@ def test_blur_is_a_gaussian_filter_of_the_unblurred_crop(dims: int) -> None:
     assert sigma > 0.1 and soft.image[0].std() < 0.8 * sharp.image[0].std()
     if dims == 3:
         assert not soft.image[0, 1].any()
+
+
+def test_object_brightness_scales_each_object_above_the_background() -> None:
+    """Hand-computed: uniform discs at 1.0 on a 0.1 background; inside each disc (5 px from its
+    border, beyond the reach of the 1-px taper) the value is 0.1 + 0.9·f with f = 1 or f in [0.2, 0.5]; far
+    background is untouched."""
+    yy, xx = np.mgrid[:120, :120]
+    labels = np.zeros((120, 120), np.int32)
+    centres = [(20 + 40 * i, 20 + 40 * j) for i in range(3) for j in range(3)]
+    for k, (cy, cx) in enumerate(centres, 1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= 12**2] = k
+    image = np.where(labels > 0, 1.0, 0.1).astype(np.float32)
+    out = object_brightness(np.random.default_rng(3), image, labels, (0.2, 0.5))
+    scaled = 0
+    for k in range(1, 10):
+        inner = ndi.binary_erosion(labels == k, iterations=5)
+        f = (out[inner] - 0.1) / 0.9
+        np.testing.assert_allclose(f, f[0], atol=1e-5)  # one factor per object
+        assert f[0] == pytest.approx(1.0, abs=1e-5) or 0.2 - 1e-5 <= f[0] <= 0.5 + 1e-5
+        scaled += f[0] < 0.99
+    assert 1 <= scaled <= 8  # about half the objects, with this seed neither none nor all
+    far = ~ndi.binary_dilation(labels > 0, iterations=5)
+    np.testing.assert_allclose(out[far], 0.1, atol=1e-6)
+
+
+def test_object_intensity_in_a_crop_changes_the_image_only() -> None:
+    rng = np.random.default_rng(2)
+    labels = touching_discs(rng, (100, 100), 20)
+    image = rng.random(labels.shape).astype(np.float32)
+    plain = AugmentConfig(brightness=0.0, contrast=(1.0, 1.0))
+    a = augmented_crop(np.random.default_rng(4), image, labels, 48, plain)
+    b = augmented_crop(np.random.default_rng(4), image, labels, 48, dataclasses.replace(plain, object_intensity=(0.2, 1.0)))
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.target, b.target)
+    assert not np.allclose(a.image, b.image)

@@ -154,6 +154,16 @@ def test_diameter_is_bounded(tmp_path: Path, value: str, words: str) -> None:
     assert not (tmp_path / "res").exists() or not list((tmp_path / "res").iterdir())
 
 
+@pytest.mark.parametrize("command, flag", [("train", "--object-intensity"), ("train", "--zoom-range"),
+                                           ("reproduce", "--object-intensity")])
+def test_ranges_must_be_positive_and_ordered(tmp_path: Path, command: str, flag: str) -> None:
+    images, gt = sequence(tmp_path)
+    args = [command, str(images), str(gt)] if command == "train" else [command, str(tmp_path)]
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "out"), flag, "1.0", "0.5"])
+    assert r.exit_code == 2 and f"{flag} needs 0 < LO <= HI" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_evaluate_memory_does_not_depend_on_label_values(tmp_path: Path) -> None:
     import resource
 

@@ -17,7 +17,7 @@ from gruunet_cli.cli import app
 from gruunet_cli.config import ModelConfig
 from gruunet_cli.files import modelfile
 from gruunet_cli.inference.segment import SegmentOptions
-from gruunet_cli.tools import ctc_scripts, demo, reproduce
+from gruunet_cli.tools import ctc_scripts, demo, minsize, reproduce
 from gruunet_cli.training.train import TrainConfig
 
 
@@ -49,13 +49,21 @@ def test_reproduce_runs_end_to_end(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     ds = tmp_path / "Synthetic-DS"
     for seq in ("01", "02"):
-        labels = [touching_discs(rng, (64, 64), 8) for _ in range(2)]
-        write_ctc(ds, seq, [render(rng, lab) for lab in labels], dict(enumerate(labels)))
+        labels = [touching_discs(rng, (64, 64), 8) for _ in range(3)]
+        _, gt = write_ctc(ds, seq, [render(rng, lab) for lab in labels], dict(enumerate(labels[:2])))
+        (gt / "TRA").mkdir()
+        for t, lab in enumerate(labels):  # every cell marked; frame 2 has markers but no SEG
+            tifffile.imwrite(gt / "TRA" / f"man_track{t:03d}.tif", lab)
     base = TrainConfig(model=ModelConfig(unet_base=4), iterations=2, val_interval=2, crop=32, workers=0, device="cpu")
     rows = reproduce.run(ds, tmp_path / "out", base, seg_opts=SegmentOptions(device="cpu", tile=64), log=lambda _: None)
     assert [(r["method"], r["train"], r["test"]) for r in rows] == [
         ("GRUU-Net", "01", "02"), ("GRUU-Net", "02", "01"), ("U-Net", "01", "02"), ("U-Net", "02", "01")]
     assert all(0.0 <= r["SEG"] <= 1.0 for r in rows)
+    # min_size chosen on frame 2 of the training video (markers, no SEG) and written into the model file
+    meta = modelfile.read_meta(tmp_path / "out" / "models" / "gruu-net-01.safetensors")
+    why = meta.training["min_size_choice"]
+    assert why["frames"] == [2] and rows[0]["min_size"] == meta.post.min_size == why["min_size"]
+    assert why["min_size"] < why["smallest_annotated_px"] and set(why["det_by_min_size"]) <= {str(s) for s in minsize.CANDIDATES}
     table = (tmp_path / "out" / "table.md").read_text()
     assert "| GRUU-Net | 01 | 02 |" in table
     assert (tmp_path / "out" / "table.csv").read_text().splitlines()[0].startswith("method,train,test,SEG")

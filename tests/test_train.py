@@ -14,7 +14,7 @@ from synthetic import render, touching_discs, write_ctc
 from typer.testing import CliRunner
 
 from gruunet_cli.cli import app
-from gruunet_cli.config import Arch, LossName, ModelConfig
+from gruunet_cli.config import Arch, LossName, LRSchedule, ModelConfig
 from gruunet_cli.errors import UserError
 from gruunet_cli.files import modelfile
 from gruunet_cli.nets.model import build_model
@@ -88,6 +88,27 @@ def test_resume_after_interrupt_equals_uninterrupted(sequence: TrainData, tmp_pa
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert [r["iteration"] for r in resumed.rows] == [3, 6]
+
+
+def test_cosine_schedule_sets_each_steps_rate_and_resumes_exactly(sequence: TrainData, tmp_path: Path) -> None:
+    """The optimizer's rate at the last step is lr·(1 + cos(π·5/6))/2 (hand-computed: 6.70e-5), and
+    a run stopped at step 4 and resumed ends with the same weights as one that was not stopped."""
+    cfg = small(lr_schedule=LRSchedule.cosine)
+    run(cfg, sequence, tmp_path / "a")
+    last_lr = torch.load(output_paths(tmp_path / "a")["checkpoint"], weights_only=True)["optimizer"]["param_groups"][0]["lr"]
+    assert last_lr == pytest.approx(1e-3 * (1 + np.cos(np.pi * 5 / 6)) / 2) and last_lr == pytest.approx(6.699e-5, rel=1e-3)
+
+    def ctrl_c_at_4(i: int) -> None:
+        if i == 4:
+            raise KeyboardInterrupt
+
+    run(cfg, sequence, tmp_path / "b", on_step=ctrl_c_at_4)
+    run(cfg, sequence, tmp_path / "b", resume=True)
+    a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    constant = final_weights(tmp_path / "a")
+    run(small(), sequence, tmp_path / "c")
+    assert not all(torch.equal(constant[k], final_weights(tmp_path / "c")[k]) for k in constant)  # the schedule changed training
 
 
 def test_resume_refuses_other_options(sequence: TrainData, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from ..files.sources import Source
 from ..inference import segment
 from ..progress import Progress
 from ..training import data, train
+from . import minsize
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ ABLATION = [Method("GRUU-Net (focal loss)", Arch.gruunet, LossName.fl),
             Method("GRUU-Net (weighted CE)", Arch.gruunet, LossName.wce),
             Method("U-Net (normalized focal loss)", Arch.unet, LossName.nfl),
             Method("GRUU-Net (no ignore mask)", Arch.gruunet, LossName.nfl, ignore_unannotated=False)]
-COLUMNS = ["method", "train", "test", "SEG", "DET", "Dice", "Hausdorff", "iterations", "train_s", "paper_SEG", "paper_Dice"]
+COLUMNS = ["method", "train", "test", "SEG", "DET", "Dice", "Hausdorff", "min_size", "iterations", "train_s", "paper_SEG", "paper_Dice"]
 
 # The paper's Table 4 (Wollmann et al. 2019), by (dataset, method, test video): (SEG, Dice).
 PAPER = {
@@ -65,12 +66,15 @@ def sequences(dataset: Path) -> list[str]:
 def run(dataset: Path, out: Path, base: train.TrainConfig, ablation: bool = False,
         seg_opts: segment.SegmentOptions = segment.SegmentOptions(),
         log: Callable[[str], None] = print, resume: bool = False,
-        only: tuple[str, ...] = ()) -> list[dict[str, object]]:
+        only: tuple[str, ...] = (), choose_min_size: bool = True) -> list[dict[str, object]]:
     """Train/test both ways per method; returns the table rows (also written to ``out/table.{md,csv}``).
 
     ``resume``: each model continues from its checkpoint under ``out/models`` (a finished one is
     just re-read), so the protocol can run across sessions. ``only``: run just these
     ``SLUG-TRAINSEQ`` models (e.g. ``gruu-net-01``); the table then holds the rows done so far.
+    ``choose_min_size``: before testing, the smallest object kept is chosen on the training
+    video's frames that have TRA markers but no SEG reference (`minsize`) and written into the
+    model file.
     """
     dataset, out = Path(dataset), Path(out)
     a, b = sequences(dataset)
@@ -93,15 +97,24 @@ def run(dataset: Path, out: Path, base: train.TrainConfig, ablation: bool = Fals
             if result.interrupted:
                 break
             opts = dataclasses.replace(seg_opts, overwrite=True)
-            if base.scale_to:  # the test video's cells have the training video's size (one CTC dataset)
-                recorded = modelfile.read_meta(result.model_path).training.get("native_diameter")
-                opts = dataclasses.replace(opts, diameter=recorded or native_diameter(src.sources[0], base.model.dims))
+            # The test video's cells have the training video's size (one CTC dataset): segmented at
+            # that size, not re-estimated (at the model's own scale this is no resize at all).
+            recorded = modelfile.read_meta(result.model_path).training.get("native_diameter")
+            opts = dataclasses.replace(opts, diameter=recorded or native_diameter(src.sources[0], base.model.dims))
+            if choose_min_size:
+                choice = minsize.choose(segment.Predictor(result.model_path, opts), dataset / tr_seq,
+                                        dataset / f"{tr_seq}_GT")
+                if choice is not None:
+                    minsize.record(result.model_path, choice)
+                    log(f"min size {choice.min_size} px (DET on {len(choice.frames)} unannotated frames of {tr_seq}: "
+                        + ", ".join(f"{k}: {v:.3f}" for k, v in choice.det.items()) + ")")
             res_dir = out / "results" / key / f"{te_seq}_RES"
             segment.run(dataset / te_seq, res_dir, result.model_path, opts)
             report = evaluate(res_dir, dataset / f"{te_seq}_GT")
             paper = PAPER.get((dataset.name, method.name, te_seq), (None, None))
             rows.append({"method": method.name, "train": tr_seq, "test": te_seq, "SEG": report.seg, "DET": report.det,
-                         "Dice": report.dice, "Hausdorff": report.hausdorff, "iterations": result.iterations,
+                         "Dice": report.dice, "Hausdorff": report.hausdorff,
+                         "min_size": modelfile.read_meta(result.model_path).post.min_size, "iterations": result.iterations,
                          "train_s": round(result.rows[-1]["elapsed_s"], 1) if result.rows else None,
                          "paper_SEG": paper[0], "paper_Dice": paper[1]})
     write_tables(out, dataset.name, rows)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import LossName, ModelConfig, NormConfig, PostConfig
+from ..config import LossName, LRSchedule, ModelConfig, NormConfig, PostConfig
 from ..files.sources import Layout, Source
 from .augment import AugmentConfig
 
@@ -23,6 +24,7 @@ class TrainConfig:
     crop: int | None = None  # None: about the largest object, rounded to 16
     batch: int = 2
     lr: float = 1e-3
+    lr_schedule: LRSchedule = LRSchedule.constant
     iterations: int = 10_000
     val_interval: int = 100
     patience: int = 10  # validations without a better SEG before stopping
@@ -64,6 +66,19 @@ class TrainData:
 
     def describe(self) -> dict[str, Any]:
         return {"sources": [s.describe() for s in self.sources], "val": [s.describe() for s in self.val]}
+
+
+def learning_rate(cfg: TrainConfig, iteration: int) -> float:
+    """The learning rate of step ``iteration`` (0-based): a function of the iteration alone, so a
+    resumed run continues the same curve.
+
+    >>> cfg = TrainConfig(lr=1e-3, iterations=100, lr_schedule=LRSchedule.cosine)
+    >>> [round(learning_rate(cfg, i), 6) for i in (0, 50, 100)]
+    [0.001, 0.0005, 0.0]
+    """
+    if cfg.lr_schedule == LRSchedule.cosine:
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(iteration / cfg.iterations, 1.0)))
+    return cfg.lr
 
 
 def default_lr(fine_tuning: bool) -> float:

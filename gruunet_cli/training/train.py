@@ -29,7 +29,7 @@ from . import bnstats, curves
 from .checkpoint import TrainState, load_checkpoint, output_paths, save_checkpoint
 from .data import guess_dims
 from .loss import compute_loss
-from .options import TrainConfig, TrainData, default_lr
+from .options import TrainConfig, TrainData, default_lr, learning_rate
 from .prefetch import SamplingConfig, make_loader
 from .prepare import Prepared, prepare
 from .stopping import deferred_stop
@@ -123,9 +123,7 @@ def _meta(run: Run, val_dice: float | None = None) -> ModelMeta:
     cfg, state = run.cfg, run.state
     info = {k: v for k, v in asdict(run.info).items() if k != "object_diameter"}
     training = {
-        "config": to_dict(cfg),
-        "crop": run.prep.crop,
-        "data": run.src.describe(),
+        "config": to_dict(cfg), "crop": run.prep.crop, "data": run.src.describe(),
         "best_iteration": state.best_iteration,
         "best_val_seg": state.best_seg if math.isfinite(state.best_seg) else None,
         "iterations_run": state.iteration,
@@ -215,6 +213,7 @@ def _loop(r: Run, progress: Callable[[int, dict[str, float]], None] | None,
                 t0 = time.perf_counter()
                 batch = next(batches)
                 t_data = time.perf_counter() - t0
+                r.opt.param_groups[0]["lr"] = learning_rate(cfg, state.iteration)  # one group: all parameters
                 loss = train_step(r.net, r.opt, r.scaler, batch, cfg, r.device)
                 state.iteration += 1
                 r.interval.add(loss, t_data, time.perf_counter() - t0)
