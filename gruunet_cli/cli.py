@@ -14,7 +14,7 @@ import typer
 
 from .config import Arch, LossName, LRSchedule, default_model
 from .errors import UserError, user_errors
-from .options import Command, Device, ObjectIntensity, checked_range
+from .options import Command, Device, ObjectIntensity, checked_range, parse_diameter, parse_outline
 from .tools.bench_cli import bench_app
 
 
@@ -116,6 +116,7 @@ def train(
     object_intensity: ObjectIntensity = None,
     init: Annotated[Path | None, typer.Option(help="Start from this model file's weights (fine-tuning); its architecture is used.", rich_help_panel="Network and loss")] = None,
     unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels.", rich_help_panel="Network and loss")] = 64,
+    choose_outline: Annotated[bool, typer.Option("--choose-outline/--no-choose-outline", help="Afterwards, choose the probability level objects' outlines follow by SEG on the validation frames, segmented as `segment` does by default, and write it into the model file.", rich_help_panel="Schedule")] = True,
 ) -> None:
     """Train GRUU-Net (or the U-Net baseline) on CTC sequences and image/mask folders, as in the paper's Section 2.3."""
     from .files.sources import parse
@@ -148,19 +149,11 @@ def train(
                    f"at iteration {result.best_iteration}; model: {result.model_path}")
     if result.interrupted:
         raise typer.Exit(128 + result.signal)  # 130 after Ctrl-C, 143 after SIGTERM
+    if main_rank and choose_outline:
+        from .inference.segment import SegmentOptions
+        from .tools import outline
 
-
-def parse_diameter(text: str) -> float | str | None:
-    """``--diameter``: "auto", "off" (None) or a positive number of pixels."""
-    if text in ("auto", "off"):
-        return None if text == "off" else text
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise UserError(f"--diameter must be 'auto', 'off' or a positive number of pixels, not {text!r}")
-    return value
+        typer.echo(outline.choose_and_record(result.model_path, SegmentOptions(device=device, threads=threads)))
 
 
 @app.command(cls=Command)
@@ -182,6 +175,7 @@ def segment(
     grow: Annotated[int | None, typer.Option(help="Pixels to grow labels back over the separating ring (default: model file's).")] = None,
     split: Annotated[bool | None, typer.Option("--split/--no-split", help="Cut joined cells apart at distance-map necks (default: model file's).")] = None,
     split_h: Annotated[float | None, typer.Option(min=0.0, help="Pixels each distance peak must rise above the neck to be cut (default: model file's).")] = None,
+    outline: Annotated[str | None, typer.Option(help="Probability level the objects' outlines follow on the image's own grid, or 'off' for the threshold's at the network's scale (default: model file's).")] = None,
     diameter: Annotated[str, typer.Option(help="Cell diameter in pixels, 'auto' (estimated) or 'off': resize images so cells have the training size.")] = "auto",
     iterations: Annotated[Path | None, typer.Option(help="Write the 9 per-iteration GRU maps (paper Fig. 7) of the first frame here.")] = None,
     overlay: Annotated[Path | None, typer.Option(help="Write PNG overlays of mask contours on the image here.")] = None,
@@ -196,9 +190,10 @@ def segment(
     if not source.exists():
         raise UserError("does not exist", source)
     given = dict(threshold=threshold, min_size=min_size, grow=grow, split=split, split_h=split_h)
+    overrides = {k: v for k, v in given.items() if v is not None} | ({} if outline is None else {"outline": parse_outline(outline)})
     opts = seg.SegmentOptions(tile=tile, tile_z=tile_z, overlap=overlap, batch=batch, device=device, amp=amp,
                               threads=threads, overwrite=overwrite, diameter=parse_diameter(diameter), channel=channel,
-                              post_overrides={k: v for k, v in given.items() if v is not None})
+                              post_overrides=overrides)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     with Progress("segmenting", 0, frame="{}", disable=not main_rank) as bar:
         written = seg.run(source, out_dir, weights, opts, iterations, overlay,
@@ -268,6 +263,7 @@ def reproduce(
     background_crops: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of crops centred anywhere in the frame (as for train).")] = 0.0,
     object_intensity: ObjectIntensity = None,
     choose_min_size: Annotated[bool, typer.Option("--choose-min-size/--no-choose-min-size", help="Choose the smallest object kept by DET against TRA on the training video's frames without SEG reference, and write it into the model file.")] = True,
+    choose_outline: Annotated[bool, typer.Option("--choose-outline/--no-choose-outline", help="Choose the probability level objects' outlines follow by SEG on the training video's validation frames, and write it into the model file.")] = True,
 ) -> None:
     """The paper's CTC protocol: train on one video, test on the other, both ways, GRUU-Net vs U-Net."""
     from .config import ModelConfig
@@ -285,7 +281,7 @@ def reproduce(
                           val_interval=val_interval, workers=workers, device=device, patience=patience, threads=threads,
                           scale_to=scale_to, background_crops=background_crops, augment=AugmentConfig.switched(object_intensity=object_intensity))
     rp.run(dataset, out, base, ablation, SegmentOptions(device=device, threads=threads), log=typer.echo, resume=resume,
-           only=tuple(only or ()), choose_min_size=choose_min_size)
+           only=tuple(only or ()), choose_min_size=choose_min_size, choose_outline=choose_outline)
     typer.echo((out / "table.md").read_text())
 
 

@@ -110,9 +110,14 @@ class PostConfig:
     split_sigma: float = 1.0  # px: Gaussian smoothing of the distance map before finding peaks
     grow: int = 0  # pixels to grow labels back over the separating ring (and where p_fg > grow_threshold)
     grow_threshold: float = 0.5  # = threshold: grow only into the ring (a lower value inflated objects on validation)
+    # Where objects end: the level of the probability, resampled to the image's own grid, that
+    # their outlines follow (`instances.outline`); None: the threshold's outline at the network's
+    # scale. `reproduce` chooses it on the training video's validation frames.
+    outline: float | None = None
 
     def __post_init__(self) -> None:
-        if not (-1.0 <= self.threshold <= 1.0 and -1.0 <= self.grow_threshold <= 1.0):  # below 0: all foreground
+        levels = (self.threshold, self.grow_threshold, self.threshold if self.outline is None else self.outline)
+        if not all(-1.0 <= v <= 1.0 for v in levels):  # below 0: all foreground
             raise ValueError("thresholds must lie in -1..1")
         if self.min_size < 0 or self.grow < 0 or self.split_h < 0 or self.split_sigma < 0:
             raise ValueError("min_size, grow, split_h and split_sigma must not be negative")

@@ -48,3 +48,29 @@ def checked_range(flag: str, value: tuple[float, float] | None) -> tuple[float, 
     if value is not None and not 0 < value[0] <= value[1]:
         raise UserError(f"{flag} needs 0 < LO <= HI, got {value[0]} {value[1]}")
     return value
+
+
+def parse_diameter(text: str) -> float | str | None:
+    """``--diameter``: "auto", "off" (None) or a positive number of pixels."""
+    if text in ("auto", "off"):
+        return None if text == "off" else text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise UserError(f"--diameter must be 'auto', 'off' or a positive number of pixels, not {text!r}")
+    return value
+
+
+def parse_outline(text: str) -> float | None:
+    """``--outline``: a probability level in 0..1, or "off" (None: the threshold's outlines)."""
+    if text == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise UserError(f"--outline must be a probability level between 0 and 1 or 'off', not {text!r}")
+    return value

@@ -167,6 +167,11 @@ def test_mixed_sources_train_a_few_iterations(tmp_path: Path) -> None:
     names = meta.training["train_frames"] + meta.training["val_frames"]
     assert {n.split(":")[0] for n in names} == {"01", "sd", "cp"}
     assert [r["iteration"] for r in curves.read_csv(output_paths(out)["log"])] == [2, 4]
+    # afterwards the outline is chosen on every validation frame, found again in all three layouts
+    chosen, val_names = meta.training["outline_choice"], meta.training["val_frames"]
+    assert len(chosen["frames"]) == len(val_names) and {n.split(":")[0] for n in val_names} == {"01", "sd", "cp"}
+    assert {n.split(":")[-1] for n in val_names if n.startswith("01:")} <= set(chosen["frames"])
+    assert "outline " in result.output and meta.post.outline == chosen["outline"]
 
 
 @pytest.mark.slow

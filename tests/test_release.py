@@ -17,7 +17,7 @@ from gruunet_cli.cli import app
 from gruunet_cli.config import ModelConfig
 from gruunet_cli.files import modelfile
 from gruunet_cli.inference.segment import SegmentOptions
-from gruunet_cli.tools import ctc_scripts, demo, minsize, reproduce
+from gruunet_cli.tools import ctc_scripts, demo, minsize, outline, reproduce
 from gruunet_cli.training.train import TrainConfig
 
 
@@ -64,6 +64,11 @@ def test_reproduce_runs_end_to_end(tmp_path: Path) -> None:
     why = meta.training["min_size_choice"]
     assert why["frames"] == [2] and rows[0]["min_size"] == meta.post.min_size == why["min_size"]
     assert why["min_size"] < why["smallest_annotated_px"] and set(why["det_by_min_size"]) <= {str(s) for s in minsize.CANDIDATES}
+    # the outline level chosen by SEG on the validation frames the model file names, and written into it
+    level = meta.training["outline_choice"]
+    assert level["frames"] == [n.rsplit(":", 1)[1] for n in meta.training["val_frames"]] != []
+    assert rows[0]["outline"] == meta.post.outline == level["outline"] and set(level["seg_by_outline"]) == {
+        "none", *(str(v) for v in outline.CANDIDATES)}
     table = (tmp_path / "out" / "table.md").read_text()
     assert "| GRUU-Net | 01 | 02 |" in table
     assert (tmp_path / "out" / "table.csv").read_text().splitlines()[0].startswith("method,train,test,SEG")

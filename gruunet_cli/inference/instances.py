@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.morphology import h_maxima
-from skimage.segmentation import watershed
+from skimage.segmentation import expand_labels, relabel_sequential, watershed
 
 from ..config import PostConfig
 
@@ -159,3 +159,21 @@ def probability_to_labels(p_fg: np.ndarray, post: PostConfig, in_plane: bool = F
             grown = ndi.grey_dilation(labels, footprint=fp)
             labels = np.where((labels == 0) & room, grown, labels)
     return labels.astype(np.uint16 if n < 65536 else np.uint32)
+
+
+def outline(labels: np.ndarray, p_fg: np.ndarray, level: float, reach: int, in_plane: bool = False) -> np.ndarray:
+    """Labels (*S) re-drawn along the ``level`` contour of a foreground probability on the same grid
+    (*S): every object keeps the pixels within ``reach`` px of it (nearest object first) where
+    ``p_fg > level``, and loses the others. Objects come from ``post.threshold`` at the network's
+    scale; this moves only their outlines, on the image's own grid. Renumbered 1..n (an object
+    may vanish), same dtype.
+
+    >>> lab = np.zeros((1, 7), np.uint16); lab[0, 2:5] = 1
+    >>> outline(lab, np.array([[0.1, 0.6, 0.9, 0.9, 0.55, 0.3, 0.9]]), 0.5, 1)
+    array([[0, 1, 1, 1, 1, 0, 0]], dtype=uint16)
+    """
+    if in_plane and labels.ndim == 3:  # a 2D model's stack: grow within each slice
+        grown = np.stack([expand_labels(s, reach) for s in labels])
+    else:
+        grown = expand_labels(labels, reach)
+    return relabel_sequential(np.where(p_fg > level, grown, 0).astype(labels.dtype))[0]

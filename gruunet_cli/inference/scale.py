@@ -79,10 +79,12 @@ AGREE = 0.7
 
 @dataclass(frozen=True)
 class Probe:
-    """Labels found on an image resized in-plane by ``scale`` (at that scale)."""
+    """Labels found on an image resized in-plane by ``scale`` (at that scale), and the foreground
+    probability they came from (for `instances.outline`)."""
 
     scale: float
     labels: np.ndarray
+    p_fg: np.ndarray | None = None
 
     @property
     def diameter(self) -> float | None:
@@ -141,3 +143,9 @@ def labels_to_shape(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     when shrinking), same dtype."""
     zoomed = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)
     return relabel_sequential(zoomed)[0]
+
+
+def probability_to_shape(p: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A probability map (*s) resampled to ``shape`` (bilinear; area-smoothed when shrinking), float32."""
+    shrink = any(a < b for a, b in zip(shape, p.shape))
+    return resize(p, shape, order=1, anti_aliasing=shrink, preserve_range=True).astype(np.float32)

@@ -105,14 +105,16 @@ class Predictor:
         """
         self.last_scale: dict[str, float | None] = {"diameter": None, "factor": 1.0}
 
-        def as_is() -> np.ndarray:
-            return self.labels_from(self.probabilities(image)[0] if p_fg is None else p_fg, image)
+        def as_is() -> tuple[np.ndarray, np.ndarray]:
+            """(labels before `outlined`, which measure the cells; the probability)."""
+            p = self.probabilities(image)[0] if p_fg is None else p_fg
+            return self.labels_from(p, image), p
 
         model_d = self.meta.object_diameter
         if self.opts.diameter is None or not model_d:  # resizing needs the training size
-            return as_is()
+            return self.outlined(*as_is(), 1.0)
         if self.opts.diameter == "auto":
-            return self.auto_labels(image, as_is())
+            return self.auto_labels(image, *as_is())
         diameter = float(self.opts.diameter)
         f = scale.factor(model_d, diameter, auto=False)
         self.last_scale = {"diameter": diameter, "factor": f}
@@ -120,10 +122,23 @@ class Predictor:
 
     def labels_at(self, image: np.ndarray, f: float) -> np.ndarray:
         """Labels found on the image resized in-plane by ``f``, brought back to its shape."""
-        return scale.labels_to_shape(self.labels_at_scale(image, f), image.shape)
+        resized = scale.resize_plane(image, f)
+        p = self.probabilities(resized)[0]
+        labels = scale.labels_to_shape(self.labels_from(p, resized, f), image.shape)
+        return self.outlined(labels, p, f)
 
-    def auto_labels(self, image: np.ndarray, first: np.ndarray) -> np.ndarray:
-        """``--diameter auto``: the first pass's labels ``first`` measure the cells. Cells about the
+    def outlined(self, labels: np.ndarray, p_fg: np.ndarray, f: float) -> np.ndarray:
+        """``labels`` (*S, the image's shape) re-outlined on the probability ``p_fg`` (*s, found on
+        the image resized by ``f``) when the model file sets ``post.outline``."""
+        if self.post.outline is None:
+            return labels
+        reach = int(np.ceil(1 / f)) + 1  # one pixel of the network's grid, and one more
+        p = p_fg if p_fg.shape == labels.shape else scale.probability_to_shape(p_fg, labels.shape)
+        return instances.outline(labels, p, self.post.outline, reach, in_plane=labels.ndim == 3 and self.dims == 2)
+
+    def auto_labels(self, image: np.ndarray, first: np.ndarray, p_first: np.ndarray) -> np.ndarray:
+        """``--diameter auto``: the first pass's labels ``first`` (from ``p_first``, not yet
+        `outlined`) measure the cells. Cells about the
         model's size are kept; larger ones are segmented again at the model's size. Cells that look
         smaller may be fragments of large cells, so the image is probed shrunk by
         `scale.PROBE_SCALES`: if the half-size probe finds cells of the same size, they are small
@@ -135,22 +150,23 @@ class Predictor:
         d1 = full.diameter
         if d1 is None or d1 < model_d / scale.TOLERANCE:
             scales = [s for s in scale.PROBE_SCALES if min(image.shape[-2:]) * s >= scale.MIN_PROBE_SIDE]
-            probes = [scale.Probe(s, self.labels_at_scale(image, s)) for s in scales[:1]]
+            probes = [self.probe(image, s) for s in scales[:1]]
             if probes and scale.fragmented(full, probes[0]):
-                probes += [scale.Probe(s, self.labels_at_scale(image, s)) for s in scales[1:]]
+                probes += [self.probe(image, s) for s in scales[1:]]
                 chosen = scale.whole_probe(probes)
                 self.last_scale = {"diameter": chosen.diameter, "factor": chosen.scale}
-                return scale.labels_to_shape(chosen.labels, image.shape)
+                return self.outlined(scale.labels_to_shape(chosen.labels, image.shape), chosen.p_fg, chosen.scale)
             if d1 is None:
-                return first
+                return self.outlined(first, p_first, 1.0)
         f = scale.factor(model_d, d1, auto=True)
         self.last_scale = {"diameter": d1, "factor": f or 1.0}
-        return first if f is None else self.labels_at(image, f)
+        return self.outlined(first, p_first, 1.0) if f is None else self.labels_at(image, f)
 
-    def labels_at_scale(self, image: np.ndarray, s: float) -> np.ndarray:
-        """Labels of the image resized in-plane by ``s``, at that scale."""
+    def probe(self, image: np.ndarray, s: float) -> scale.Probe:
+        """Labels of the image resized in-plane by ``s``, at that scale, with their probability."""
         resized = scale.resize_plane(image, s)
-        return self.labels_from(self.probabilities(resized)[0], resized, s)
+        p = self.probabilities(resized)[0]
+        return scale.Probe(s, self.labels_from(p, resized, s), p)
 
     def labels_from(self, p_fg: np.ndarray, image: np.ndarray, f: float = 1.0) -> np.ndarray:
         """Instance labels from this image's foreground probability (*S); ``f``: how much the image

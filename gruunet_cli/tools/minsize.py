@@ -85,7 +85,7 @@ def pick(det: dict[int, float]) -> int:
     return min(s for s, d in det.items() if d == best)
 
 
-def _factor(predictor: Predictor, image: np.ndarray) -> float:
+def segment_factor(predictor: Predictor, image: np.ndarray) -> float:
     """The in-plane factor `segment` resizes ``image`` by with the predictor's options."""
     d, model_d = predictor.opts.diameter, predictor.meta.object_diameter
     if d is None or not model_d:
@@ -110,7 +110,7 @@ def choose(predictor: Predictor, images: Path, gt: Path, count: int = 9) -> MinS
     probs, markers = [], []
     for t in frames:
         image = ctc.read_tiff(imgs[t])
-        f = _factor(predictor, image)
+        f = segment_factor(predictor, image)
         resized = scale.resize_plane(image, f) if f != 1.0 else image
         probs.append((predictor.probabilities(resized)[0], f))
         markers.append(ctc.read_tiff(tra[t].path))

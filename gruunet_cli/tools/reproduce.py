@@ -24,7 +24,7 @@ from ..files.sources import Source
 from ..inference import segment
 from ..progress import Progress
 from ..training import data, train
-from . import minsize
+from . import minsize, outline
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ ABLATION = [Method("GRUU-Net (focal loss)", Arch.gruunet, LossName.fl),
             Method("GRUU-Net (weighted CE)", Arch.gruunet, LossName.wce),
             Method("U-Net (normalized focal loss)", Arch.unet, LossName.nfl),
             Method("GRUU-Net (no ignore mask)", Arch.gruunet, LossName.nfl, ignore_unannotated=False)]
-COLUMNS = ["method", "train", "test", "SEG", "DET", "Dice", "Hausdorff", "min_size", "iterations", "train_s", "paper_SEG", "paper_Dice"]
+COLUMNS = ["method", "train", "test", "SEG", "DET", "Dice", "Hausdorff", "min_size", "outline", "iterations", "train_s", "paper_SEG", "paper_Dice"]
 
 # The paper's Table 4 (Wollmann et al. 2019), by (dataset, method, test video): (SEG, Dice).
 PAPER = {
@@ -66,7 +66,8 @@ def sequences(dataset: Path) -> list[str]:
 def run(dataset: Path, out: Path, base: train.TrainConfig, ablation: bool = False,
         seg_opts: segment.SegmentOptions = segment.SegmentOptions(),
         log: Callable[[str], None] = print, resume: bool = False,
-        only: tuple[str, ...] = (), choose_min_size: bool = True) -> list[dict[str, object]]:
+        only: tuple[str, ...] = (), choose_min_size: bool = True,
+        choose_outline: bool = True) -> list[dict[str, object]]:
     """Train/test both ways per method; returns the table rows (also written to ``out/table.{md,csv}``).
 
     ``resume``: each model continues from its checkpoint under ``out/models`` (a finished one is
@@ -74,7 +75,8 @@ def run(dataset: Path, out: Path, base: train.TrainConfig, ablation: bool = Fals
     ``SLUG-TRAINSEQ`` models (e.g. ``gruu-net-01``); the table then holds the rows done so far.
     ``choose_min_size``: before testing, the smallest object kept is chosen on the training
     video's frames that have TRA markers but no SEG reference (`minsize`) and written into the
-    model file.
+    model file. ``choose_outline``: then the level objects' outlines follow is chosen by SEG on its
+    validation frames (`outline`) and written into the model file.
     """
     dataset, out = Path(dataset), Path(out)
     a, b = sequences(dataset)
@@ -108,13 +110,19 @@ def run(dataset: Path, out: Path, base: train.TrainConfig, ablation: bool = Fals
                     minsize.record(result.model_path, choice)
                     log(f"min size {choice.min_size} px (DET on {len(choice.frames)} unannotated frames of {tr_seq}: "
                         + ", ".join(f"{k}: {v:.3f}" for k, v in choice.det.items()) + ")")
+            if choose_outline:
+                level = outline.choose(segment.Predictor(result.model_path, opts), outline.validation_pairs(result.model_path))
+                if level is not None:
+                    outline.record(result.model_path, level)
+                    log(outline.describe(level))
             res_dir = out / "results" / key / f"{te_seq}_RES"
             segment.run(dataset / te_seq, res_dir, result.model_path, opts)
             report = evaluate(res_dir, dataset / f"{te_seq}_GT")
             paper = PAPER.get((dataset.name, method.name, te_seq), (None, None))
+            post = modelfile.read_meta(result.model_path).post
             rows.append({"method": method.name, "train": tr_seq, "test": te_seq, "SEG": report.seg, "DET": report.det,
                          "Dice": report.dice, "Hausdorff": report.hausdorff,
-                         "min_size": modelfile.read_meta(result.model_path).post.min_size, "iterations": result.iterations,
+                         "min_size": post.min_size, "outline": post.outline, "iterations": result.iterations,
                          "train_s": round(result.rows[-1]["elapsed_s"], 1) if result.rows else None,
                          "paper_SEG": paper[0], "paper_Dice": paper[1]})
     write_tables(out, dataset.name, rows)

@@ -1,0 +1,136 @@
+"""Where objects end, chosen on the training video's validation frames.
+
+A model that works on frames resized to its cell size finds its objects there, and the
+outlines it draws are that coarse grid's, brought back by nearest neighbour. Its probabilities
+are also not calibrated: a GOWT1 model trained with the normalized focal loss drew every cell
+7–14% larger than the reference (median area ratio of matched cells), and no single threshold
+fixed it, because the threshold also decides which objects exist. `instances.outline` keeps
+the objects and moves only their outlines to a level of the probability resampled to the
+image's own grid; this module picks that level by SEG on the validation frames, which the
+loss never saw, exactly as `segment` would run on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..evaluation import metrics
+from ..files import ctc, images, modelfile
+from ..files.sources import Layout, Source, folder_pairs
+from ..inference import instances, scale
+from ..inference.segment import Predictor, SegmentOptions
+from .minsize import segment_factor
+
+CANDIDATES = tuple(round(0.3 + 0.05 * i, 2) for i in range(13))  # 0.3 … 0.9
+
+
+@dataclass(frozen=True)
+class OutlineChoice:
+    outline: float | None  # chosen level; None: the threshold's outlines at the network's scale
+    seg: dict[str, float]  # SEG on the frames by candidate ("none" for the threshold's outlines)
+    frames: tuple[str, ...]  # the reference files scored
+
+
+def validation_pairs(weights: Path) -> list[tuple[Path, Path]]:
+    """(image, reference) files of the validation frames the model file names, found again in the
+    sources it records (whole 2D or 3D references; single-slice ones are skipped). Names are
+    those `training.data` gives: ``SEQ:GT:man_segNNN.tif`` for CTC, ``FOLDER:STEM`` for folders."""
+    training = modelfile.read_meta(weights).training
+    names = set(training.get("val_frames", []))
+    recorded = training.get("data", {})
+    out = []
+    for d in recorded.get("sources", []) + recorded.get("val", []):
+        src = Source(Layout(d["layout"]), Path(d["path"]), None if d.get("gt") is None else Path(d["gt"]))
+        if not src.path.is_dir():
+            continue
+        if src.layout == Layout.ctc:
+            frames = {x.frame: x.path for x in ctc.list_images(src.path)}
+            out += [(frames[g.frame], g.path) for g in ctc.list_gt(ctc.resolve_gt_dir(src.gt)[0])
+                    if g.slice is None and f"{src.path.name}:GT:{g.path.name}" in names and g.frame in frames]
+        else:
+            out += [(image, mask) for name, image, mask in folder_pairs(src) if f"{src.path.name}:{name}" in names]
+    return out
+
+
+def seg_by_outline(frames: list[tuple[np.ndarray, np.ndarray, float, np.ndarray]], predictor: Predictor,
+                   levels: tuple[float, ...]) -> dict[str, float]:
+    """SEG (mean Jaccard over all reference objects) with the threshold's outlines ("none") and
+    with each level.
+
+    Args:
+        frames: per frame, (foreground probability (*s) at the model's scale, its labels brought
+            to the frame's shape (*S), the in-plane factor the frame was resized by, reference (*S)).
+    """
+    js: dict[str, list[float]] = {"none": [], **{str(v): [] for v in levels}}
+    for p, labels, f, ref in frames:
+        js["none"] += list(metrics.match_objects(ref, labels).jaccard)
+        pu = p if p.shape == ref.shape else scale.probability_to_shape(p, ref.shape)
+        in_plane = ref.ndim == 3 and predictor.dims == 2
+        for v in levels:
+            out = instances.outline(labels, pu, v, int(np.ceil(1 / f)) + 1, in_plane)
+            js[str(v)] += list(metrics.match_objects(ref, out).jaccard)
+    return {k: float(np.mean(v)) if v else 0.0 for k, v in js.items()}
+
+
+def pick(seg: dict[str, float]) -> float | None:
+    """The best level; the threshold's outlines ("none") among equals, else the level nearest 0.5.
+
+    >>> pick({"none": 0.86, "0.6": 0.90, "0.65": 0.91, "0.7": 0.91})
+    0.65
+    >>> pick({"none": 0.85, "0.5": 0.85}) is None
+    True
+    """
+    best = max(seg.values())
+    if seg.get("none") == best:
+        return None
+    return min((float(k) for k, v in seg.items() if k != "none" and v == best), key=lambda v: abs(v - 0.5))
+
+
+def choose(predictor: Predictor, pairs: list[tuple[Path, Path]],
+           levels: tuple[float, ...] = CANDIDATES) -> OutlineChoice | None:
+    """Choose ``post.outline`` for ``predictor`` by SEG on (image, reference) files, each image
+    resized as ``segment`` resizes it with the predictor's options; None without pairs."""
+    if not pairs:
+        return None
+    post = dataclasses.replace(predictor.post, outline=None)
+    scored = []
+    for image_path, ref_path in pairs:
+        image, ref = images.read_grey(image_path)[0], images.read_labels(ref_path)
+        f = segment_factor(predictor, image)
+        resized = scale.resize_plane(image, f) if f != 1.0 else image
+        p = predictor.probabilities(resized)[0]
+        cfg = dataclasses.replace(post, min_size=int(round(post.min_size * f * f)))
+        in_plane = image.ndim == 3 and predictor.dims == 2
+        labels = scale.labels_to_shape(instances.probability_to_labels(p, cfg, in_plane), ref.shape)
+        scored.append((p, labels, f, ref))
+    seg = seg_by_outline(scored, predictor, levels)
+    return OutlineChoice(outline=pick(seg), seg=seg, frames=tuple(ref.name for _, ref in pairs))
+
+
+def record(weights: Path, choice: OutlineChoice) -> None:
+    """Make the choice the model file's ``post.outline`` and record how it was made."""
+    model, meta = modelfile.load(weights)
+    why = {"outline": choice.outline, "seg_by_outline": {k: round(v, 4) for k, v in choice.seg.items()},
+           "frames": list(choice.frames)}
+    modelfile.save(weights, model, dataclasses.replace(meta, post=dataclasses.replace(meta.post, outline=choice.outline),
+                                                       training={**meta.training, "outline_choice": why}))
+
+
+def describe(choice: OutlineChoice) -> str:
+    """One line for the user: the level and the SEG behind it."""
+    return (f"outline {'off' if choice.outline is None else choice.outline} (SEG on {len(choice.frames)} validation "
+            "frame(s): " + ", ".join(f"{k}: {v:.3f}" for k, v in choice.seg.items()) + ")")
+
+
+def choose_and_record(weights: Path, opts: SegmentOptions) -> str:
+    """After `train`: choose the outline on the model file's validation frames, segmented with
+    ``opts``, record it, and say what was done."""
+    choice = choose(Predictor(weights, opts), validation_pairs(weights))
+    if choice is None:
+        return "outline: no whole validation frames found again to choose it on; left at the threshold's"
+    record(weights, choice)
+    return describe(choice)

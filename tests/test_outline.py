@@ -1,0 +1,93 @@
+"""Outlines on the image's own grid: `instances.outline` against hand-computed discs, and
+`tools/outline.choose` scoring exactly what `segment` writes."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from gruunet_cli.cli import app
+from gruunet_cli.config import PostConfig
+from gruunet_cli.files import modelfile
+from gruunet_cli.inference import instances, scale
+from gruunet_cli.inference.segment import Predictor, SegmentOptions
+from gruunet_cli.tools import demo, outline
+from test_scale import shrunk_validation_rows
+
+SAMPLE = Path(__file__).resolve().parents[1] / "ctc" / "sample" / "StarDist-nuclei-2D"
+
+
+def cone(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
+    """A probability falling linearly from 1 at ``centre`` to 0 at ``radius`` px: level v lies on
+    the circle of radius (1 - v)·radius."""
+    yy, xx = np.indices(shape, dtype=np.float64)
+    return np.clip(1 - np.hypot(yy - centre[0], xx - centre[1]) / radius, 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("level", [0.45, 0.5, 0.6, 0.7])
+def test_outline_follows_the_level_of_the_resampled_probability(level: float) -> None:
+    """Found at half size (a cone of radius 16 px on 40²), brought to 80² (radius 32 there): the
+    object's area is π((1 - level)·32)² within 3% (hand-computed: 973, 804, 515, 290 px), closer
+    than the nearest-neighbour labels of the coarse grid come to the 0.5 circle (772 of 804)."""
+    low = cone((40, 40), (20, 20), 16)
+    labels = scale.labels_to_shape(instances.probability_to_labels(low, PostConfig()), (80, 80))
+    p = scale.probability_to_shape(low, (80, 80))
+    out = instances.outline(labels, p, level, reach=int(np.ceil(1 / 0.5)) + 1)
+    assert out.max() == 1 and out.dtype == labels.dtype
+    assert (out == 1).sum() == pytest.approx(np.pi * ((1 - level) * 32) ** 2, rel=0.03)
+    if level == 0.5:
+        true = np.pi * 16**2
+        assert abs((out == 1).sum() - true) < abs((labels == 1).sum() - true)
+
+
+def test_outline_never_merges_or_adds_objects() -> None:
+    labels = np.zeros((20, 20), np.uint16)
+    labels[5:10, 2:9], labels[5:10, 9:16] = 1, 2  # touching
+    p = np.full((20, 20), 0.9, np.float32)  # everything above the level: growth is bounded by reach
+    out = instances.outline(labels, p, 0.5, reach=2)
+    assert set(np.unique(out)) == {0, 1, 2}
+    assert ((out == 1) & (labels == 2)).sum() == 0 and ((out == 2) & (labels == 1)).sum() == 0
+    assert (out[labels > 0] > 0).all() and out[15:, :].max() == 0  # kept, and nothing far away added
+
+
+@pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+@pytest.mark.parametrize("case, diameter", [("sample", 12.0), ("sample", "auto"), ("large cells", "auto")])
+def test_choose_scores_what_segment_writes(tmp_path: Path, case: str, diameter: float | str) -> None:
+    """A reference drawn by `segment` with outline 0.6 is matched exactly (SEG 1.0) only at 0.6, and
+    the choice written into the model file makes `segment` write that reference again. With
+    ``auto`` the cells are measured before the outline moves (or the factor would change); cells
+    2.5x the training size are segmented by `auto`'s half-size probe, outlined too."""
+    model, meta = modelfile.load(demo.WEIGHTS)
+    weights = modelfile.save(tmp_path / "m", model, meta)
+    opts = SegmentOptions(diameter=diameter, threads=1, device="cpu")  # resized: outlines move
+    image_path = SAMPLE / "02" / "t000.tif"
+    if case == "large cells":
+        image_path = tmp_path / "large.tif"
+        tifffile.imwrite(image_path, shrunk_validation_rows(2.5)[0])
+    image = tifffile.imread(image_path)
+    ref = Predictor(weights, dataclasses.replace(opts, post_overrides={"outline": 0.6})).labels(image)
+    gt = tmp_path / "02_GT" / "SEG"
+    gt.mkdir(parents=True)
+    tifffile.imwrite(gt / "man_seg000.tif", ref)
+    choice = outline.choose(Predictor(weights, opts), [(image_path, gt / "man_seg000.tif")])
+    assert choice is not None and choice.outline == 0.6 and choice.seg["0.6"] == pytest.approx(1.0)
+    assert choice.seg["none"] < 0.99 and all(v < 0.99 for k, v in choice.seg.items() if k != "0.6")
+    outline.record(weights, choice)
+    assert modelfile.read_meta(weights).post.outline == 0.6
+    assert modelfile.read_meta(weights).training["outline_choice"]["frames"] == ["man_seg000.tif"]
+    predictor = Predictor(weights, opts)
+    again = predictor.labels(image)
+    assert np.array_equal(again, ref)
+    if case == "large cells":
+        assert predictor.last_scale["factor"] in scale.PROBE_SCALES
+
+
+def test_segment_outline_option_is_checked(tmp_path: Path) -> None:
+    r = CliRunner().invoke(app, ["segment", str(SAMPLE / "02"), str(tmp_path / "o"), "--outline", "1.5"])
+    assert r.exit_code == 2 and "--outline must be a probability level between 0 and 1 or 'off'" in r.output
+    assert not (tmp_path / "o").exists()
