@@ -262,6 +262,7 @@ def reproduce(
     scale_to: Annotated[float | None, typer.Option(min=1.0, help="Train at a scale where cells are this many px (cheaper on a CPU); the test video is segmented at the same scale, its cells assumed the size of the training video's.")] = None,
     background_crops: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of crops centred anywhere in the frame (as for train).")] = 0.0,
     object_intensity: ObjectIntensity = None,
+    lr_schedule: Annotated[LRSchedule, typer.Option(help="constant (the paper's) or cosine, as for train.")] = LRSchedule.constant,
     choose_min_size: Annotated[bool, typer.Option("--choose-min-size/--no-choose-min-size", help="Choose the smallest object kept by DET against TRA on the training video's frames without SEG reference, and write it into the model file.")] = True,
     choose_outline: Annotated[bool, typer.Option("--choose-outline/--no-choose-outline", help="Choose the probability level objects' outlines follow by SEG on the training video's validation frames, and write it into the model file.")] = True,
 ) -> None:
@@ -278,7 +279,7 @@ def reproduce(
     first = rp.sequences(dataset)[0]
     dims = tr.guess_dims(list(tr.TrainData.ctc(dataset / first, dataset / f"{first}_GT").sources))
     base = tr.TrainConfig(model=ModelConfig(dims=dims, unet_base=unet_base), iterations=iterations, crop=crop,
-                          val_interval=val_interval, workers=workers, device=device, patience=patience, threads=threads,
+                          val_interval=val_interval, workers=workers, device=device, patience=patience, threads=threads, lr_schedule=lr_schedule,
                           scale_to=scale_to, background_crops=background_crops, augment=AugmentConfig.switched(object_intensity=object_intensity))
     rp.run(dataset, out, base, ablation, SegmentOptions(device=device, threads=threads), log=typer.echo, resume=resume,
            only=tuple(only or ()), choose_min_size=choose_min_size, choose_outline=choose_outline)

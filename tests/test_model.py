@@ -152,3 +152,30 @@ def test_channels_last_differs_from_channels_first_only_by_rounding() -> None:
         err_last = (model(x).softmax(1)[:, 1] - ref).abs().max()
     assert err_last <= 2 * err_first + 1e-5
     assert err_last < 0.02
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_folded_embed_equals_bn_and_conv_of_the_concatenation(dims: int) -> None:
+    """At inference FRDU's embed folds its BN into the 1x1 conv and skips the concatenation;
+    in float64 that is the same function as BN → conv of concat(o, h) (here with non-trivial BN
+    statistics), and in training mode the unfolded path runs."""
+    from gruunet_cli.nets.model import FRDU
+
+    torch.manual_seed(0)
+    unit = FRDU(dims, in_o=24, state=8, width=16, layers=2, growth=6).double()
+    bn = unit.embed[0]
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.05, 3)
+    bn.weight.data.uniform_(0.5, 2)
+    bn.bias.data.uniform_(-1, 1)
+    size = (6, 10, 12) if dims == 3 else (10, 12)
+    o, h = torch.randn(2, 24, *size, dtype=torch.float64), torch.randn(2, 8, *size, dtype=torch.float64)
+    unit.eval()
+    with torch.inference_mode():
+        folded = unit.embedded(o, h)
+        reference = unit.embed(torch.cat([o, h], dim=1))
+    torch.testing.assert_close(folded, reference, rtol=0, atol=1e-10)
+    assert (folded - reference).abs().max() < 1e-10 < reference.abs().max()
+    unit.train()  # batch statistics: folding would be wrong, so the plain path must run
+    with torch.no_grad():
+        torch.testing.assert_close(unit.embedded(o, h), unit.embed(torch.cat([o, h], dim=1)))

@@ -44,16 +44,35 @@ def test_weight_cards_describe_their_files() -> None:
         assert str(meta.training["iterations_run"]) in card and "gruunet train" in card
 
 
-@pytest.mark.slow
-def test_reproduce_runs_end_to_end(tmp_path: Path) -> None:
+def synthetic_dataset(root: Path) -> Path:
+    """A two-video CTC dataset of 64² frames: SEG on frames 0-1, TRA markers on every frame."""
     rng = np.random.default_rng(0)
-    ds = tmp_path / "Synthetic-DS"
+    ds = root / "Synthetic-DS"
     for seq in ("01", "02"):
         labels = [touching_discs(rng, (64, 64), 8) for _ in range(3)]
         _, gt = write_ctc(ds, seq, [render(rng, lab) for lab in labels], dict(enumerate(labels[:2])))
         (gt / "TRA").mkdir()
         for t, lab in enumerate(labels):  # every cell marked; frame 2 has markers but no SEG
             tifffile.imwrite(gt / "TRA" / f"man_track{t:03d}.tif", lab)
+    return ds
+
+
+def test_reproduce_cli_passes_the_schedule_to_training(tmp_path: Path) -> None:
+    ds = synthetic_dataset(tmp_path)
+    args = ["reproduce", str(ds), "--out", str(tmp_path / "out"), "--iterations", "2", "--val-interval", "2",
+            "--crop", "32", "--workers", "0", "--device", "cpu", "--threads", "1", "--only", "gruu-net-01",
+            "--no-choose-min-size", "--no-choose-outline"]
+    for schedule in ("cosine", "constant"):
+        result = CliRunner().invoke(app, [*args, "--lr-schedule", schedule, "--out", str(tmp_path / schedule)])
+        assert result.exit_code == 0, result.output
+        meta = modelfile.read_meta(tmp_path / schedule / "models" / "gruu-net-01.safetensors")
+        assert meta.training["config"]["lr_schedule"] == schedule
+        assert "| GRUU-Net | 01 | 02 |" in (tmp_path / schedule / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_reproduce_runs_end_to_end(tmp_path: Path) -> None:
+    ds = synthetic_dataset(tmp_path)
     base = TrainConfig(model=ModelConfig(unet_base=4), iterations=2, val_interval=2, crop=32, workers=0, device="cpu")
     rows = reproduce.run(ds, tmp_path / "out", base, seg_opts=SegmentOptions(device="cpu", tile=64), log=lambda _: None)
     assert [(r["method"], r["train"], r["test"]) for r in rows] == [
@@ -158,6 +177,8 @@ def test_bench_stages_accounts_for_the_wall_time() -> None:
     assert bands.BAND_PIXELS == 1 << 17  # and the bands are back on
     assert 0 < parts <= r["wall_s"] * 1.001 and r["pixels_final"] == 128 * 128  # cells of the model's size
     assert r["network_gflops"] > 0 and r["plain_conv_gflops"] > 0  # measured, never compared here
+    assert r["warm_network_s"] > 0  # the warm pass ran; its rate is the same FLOP over its own time
+    assert r["warm_network_gflops"] * r["warm_network_s"] == pytest.approx(r["network_gflops"] * r["network_s"])
     from gruunet_cli.files import modelfile
 
     model, _ = modelfile.load(demo.WEIGHTS)

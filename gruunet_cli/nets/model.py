@@ -107,11 +107,31 @@ class FRDU(nn.Module):
     def core(self, o: torch.Tensor, h_pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The unit at its own scale (local: ``len(self.dense)`` 3x3 convs deep).
         o: (B, in_o, *s), h_pooled: (B, state, *s) → (o_t (B, width, *s), x_t (B, state, *s))."""
-        feats = [self.embed(torch.cat([o, h_pooled], dim=1))]  # (B, embed, *s)
+        feats = [self.embedded(o, h_pooled)]  # (B, embed, *s)
         for layer in self.dense:
             feats.append(layer(torch.cat(feats, dim=1)))  # each (B, growth, *s)
         o = self.transition(torch.cat(feats, dim=1))  # (B, width, *s)
         return o, self.to_state(o)
+
+
+    def embedded(self, o: torch.Tensor, h_pooled: torch.Tensor) -> torch.Tensor:
+        """BN + 1x1 conv of concat(o, h_pooled): (B, in_o, *s), (B, state, *s) → (B, embed, *s).
+
+        At inference (BN in eval mode) the BN is folded into the convolution, which is split in two
+        so the concatenation is never built: conv(W, a∘x + b) = conv(W·diag(a), x) + W·b. At 1024²
+        the embed's BN on the 96-288-channel concatenation took 1.0 of 9.0 s/Mpx (tensors over
+        32 MiB are fresh, page-faulted memory each time); equal up to float rounding."""
+        if self.training or torch.is_grad_enabled():
+            return self.embed(torch.cat([o, h_pooled], dim=1))
+        bn, pw = self.embed
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (in_o + state,)
+        shift = bn.bias - bn.running_mean * scale
+        weight = pw.weight * scale.view(1, -1, *[1] * (o.dim() - 2))  # (embed, in_o + state, 1, ...)
+        bias = pw.weight.flatten(1) @ shift  # (embed,)
+        c = o.shape[1]
+        conv_fn = F.conv2d if o.dim() == 4 else F.conv3d
+        out = conv_fn(o, weight[:, :c].contiguous(), bias)
+        return out.add_(conv_fn(h_pooled, weight[:, c:].contiguous()))
 
 
 class ResidualHead(nn.Module):

@@ -204,6 +204,8 @@ def bench_stages(
         typer.echo(f"{size}x{size}: {r['wall_s']:.1f} s, {r['wall_s'] / (size * size / 1e6):.1f} s/Mpx, factor "
                    f"{r['factor']:.2f}; {parts}; network {r['network_gflops']:.1f} GFLOP/s = "
                    f"{r['conv_rate_ratio']:.0%} of a plain 3x3 conv's {r['plain_conv_gflops']:.1f} ({r['threads']} threads)")
+        typer.echo(f"  final pass again (warm, as the next frame): {r['warm_network_s']:.2f} s, "
+                   f"{r['warm_network_gflops']:.1f} GFLOP/s = {r['warm_conv_rate_ratio']:.0%} of the plain conv")
         if one_pass:
             typer.echo(f"  final pass again: without row bands {r['one_pass_network_s']:.2f} s, with them "
                        f"{r['banded_network_s']:.2f} s ({r['one_pass_network_s'] / r['banded_network_s']:.2f}x)")
