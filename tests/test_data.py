@@ -158,9 +158,10 @@ def test_mixed_sources_train_a_few_iterations(tmp_path: Path) -> None:
     out = tmp_path / "w" / "mix"
     result = CliRunner().invoke(app, ["train", str(images), str(gt), str(sd), str(cp), "--out", str(out),
                                       "--iterations", "4", "--val-interval", "2", "--crop", "32", "--workers", "1",
-                                      "--device", "cpu"])
+                                      "--device", "cpu", "--ema", "0.9"])
     assert result.exit_code == 0, result.output
     _, meta = modelfile.load(out)
+    assert meta.training["config"]["ema"] == 0.9
     recorded = meta.training["data"]["sources"]
     assert [(s["layout"], s["path"]) for s in recorded] == [("ctc", str(images)), ("stardist", str(sd)), ("cellpose", str(cp))]
     assert recorded[0]["gt"] == str(gt)

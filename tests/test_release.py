@@ -62,11 +62,11 @@ def test_reproduce_cli_passes_the_schedule_to_training(tmp_path: Path) -> None:
     args = ["reproduce", str(ds), "--out", str(tmp_path / "out"), "--iterations", "2", "--val-interval", "2",
             "--crop", "32", "--workers", "0", "--device", "cpu", "--threads", "1", "--only", "gruu-net-01",
             "--no-choose-min-size", "--no-choose-outline"]
-    for schedule in ("cosine", "constant"):
-        result = CliRunner().invoke(app, [*args, "--lr-schedule", schedule, "--out", str(tmp_path / schedule)])
+    for schedule, ema in (("cosine", "0.99"), ("constant", "0")):
+        result = CliRunner().invoke(app, [*args, "--lr-schedule", schedule, "--ema", ema, "--out", str(tmp_path / schedule)])
         assert result.exit_code == 0, result.output
         meta = modelfile.read_meta(tmp_path / schedule / "models" / "gruu-net-01.safetensors")
-        assert meta.training["config"]["lr_schedule"] == schedule
+        assert meta.training["config"]["lr_schedule"] == schedule and meta.training["config"]["ema"] == float(ema)
         assert "| GRUU-Net | 01 | 02 |" in (tmp_path / schedule / "table.md").read_text()
 
 

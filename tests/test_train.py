@@ -19,10 +19,11 @@ from gruunet_cli.errors import UserError
 from gruunet_cli.files import modelfile
 from gruunet_cli.nets.model import build_model
 from gruunet_cli.training import curves
+from gruunet_cli.training.ema import averaged
 from gruunet_cli.training.train import (
     TrainConfig,
     TrainData,
-    _load_init,
+    load_init as _load_init,
     output_paths,
     run,
 )
@@ -112,6 +113,44 @@ def test_cosine_schedule_sets_each_steps_rate_and_resumes_exactly(sequence: Trai
     constant = final_weights(tmp_path / "a")
     run(small(), sequence, tmp_path / "c")
     assert not all(torch.equal(constant[k], final_weights(tmp_path / "c")[k]) for k in constant)  # the schedule changed training
+
+
+def test_ema_update_is_the_hand_computed_average() -> None:
+    """avg₀ = w₀, then avg ← d·avg + (1 − d)·w with d = min(decay, (1 + n)/(10 + n)) after n updates."""
+    net = torch.nn.Linear(2, 1)
+    avg = averaged(net, 0.9)
+    expected = None
+    for n, value in enumerate([1.0, 3.0, -2.0, 5.0]):
+        with torch.no_grad():
+            net.weight.fill_(value)
+        avg.update_parameters(net)
+        d = min(0.9, (1 + n) / (10 + n))  # n earlier updates
+        expected = value if expected is None else d * expected + (1 - d) * value
+        assert avg.module.weight.detach().numpy() == pytest.approx(np.full((1, 2), expected), rel=1e-6), n
+    assert expected == pytest.approx(((1.0 * 2 / 11 + 3.0 * 9 / 11) * 3 / 12 - 2.0 * 9 / 12) * 4 / 13 + 5.0 * 9 / 13)
+
+
+def test_ema_run_saves_the_average_and_resumes_exactly(sequence: TrainData, tmp_path: Path) -> None:
+    """With --ema the model file holds the averaged weights (not the last step's), and a run stopped
+    at step 4 and resumed ends with the same average as one that was not stopped."""
+    cfg = small(ema=0.9, val_interval=6)
+    result = run(cfg, sequence, tmp_path / "a")
+    assert result.best_iteration == 6  # the only validation: the model file is the average at step 6
+    blob = torch.load(output_paths(tmp_path / "a")["checkpoint"], weights_only=True)
+    assert int(blob["ema"]["n_averaged"]) == 6
+    saved, _ = modelfile.load(output_paths(tmp_path / "a")["model"])
+    for name, p in saved.named_parameters():
+        assert torch.equal(p.detach(), blob["ema"][f"module.{name}"]), name
+    assert not all(torch.equal(p.detach(), blob["model"][name]) for name, p in saved.named_parameters())
+
+    def ctrl_c_at_4(i: int) -> None:
+        if i == 4:
+            raise KeyboardInterrupt
+
+    run(cfg, sequence, tmp_path / "b", on_step=ctrl_c_at_4)
+    run(cfg, sequence, tmp_path / "b", resume=True)
+    resumed = torch.load(output_paths(tmp_path / "b")["checkpoint"], weights_only=True)["ema"]
+    assert all(torch.equal(blob["ema"][k], resumed[k]) for k in blob["ema"])
 
 
 def test_resume_refuses_other_options(sequence: TrainData, tmp_path: Path) -> None:

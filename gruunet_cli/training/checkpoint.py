@@ -1,4 +1,5 @@
-"""Checkpoints: model, optimizer and loop state in one atomic file, and the rules of ``--resume``.
+"""Checkpoints: model, optimizer and loop state in one atomic file, the rules of ``--resume``, and
+the weights ``--init`` starts from.
 
 Loaded with ``weights_only=True``: a checkpoint never runs code.
 """
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import to_dict
+from ..config import Arch, ModelConfig, to_dict
 from ..errors import UserError
 from ..files import modelfile
 from ..files.atomic import atomic_path
@@ -44,13 +45,16 @@ def output_paths(out: Path) -> dict[str, Path]:
     }
 
 
-def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, state: TrainState, cfg: TrainConfig) -> None:
-    """Model, optimizer and loop state in one file, written atomically (plain tensors and numbers)."""
+def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, state: TrainState, cfg: TrainConfig,
+                    ema: nn.Module | None = None) -> None:
+    """Model, optimizer, loop state and the weights' moving average (``--ema``) in one file, written
+    atomically (plain tensors and numbers)."""
     blob = {
         "model": modelfile.plain_module(model).state_dict(),
         "optimizer": opt.state_dict(),
         "state": dataclasses.asdict(state),
         "config": to_dict(cfg),
+        **({} if ema is None else {"ema": ema.state_dict()}),
     }
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
@@ -63,7 +67,7 @@ EXTENDABLE = ("iterations", "patience", "post", "workers", "threads")
 
 
 def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
-                    cfg: TrainConfig) -> tuple[TrainState, dict[str, Any]]:
+                    cfg: TrainConfig, ema: nn.Module | None = None) -> tuple[TrainState, dict[str, Any]]:
     """Restore weights and optimizer; returns the loop state and the checkpoint's configuration."""
     if not path.is_file():
         raise UserError("no checkpoint to resume from", path)
@@ -87,4 +91,25 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
                         "may change)", path)
     modelfile.plain_module(model).load_state_dict(blob["model"])
     opt.load_state_dict(blob["optimizer"])
+    if ema is not None:
+        if "ema" not in blob:
+            raise UserError("cannot resume with --ema: this checkpoint holds no moving average", path)
+        ema.load_state_dict(blob["ema"])
     return TrainState(**blob["state"]), blob["config"]
+
+
+def init_model_config(path: Path, arch: Arch, dims: int) -> ModelConfig:
+    """The architecture of a model file to fine-tune, checked against ``--model`` and the data's dims."""
+    meta = modelfile.read_meta(path)
+    if meta.model.arch != arch:
+        raise UserError(f"is a {meta.model.arch.value} model file; train it with --model {meta.model.arch.value}", path)
+    if meta.model.dims != dims:
+        raise UserError(f"is a {meta.model.dims}D model, the training data is {dims}D", path)
+    return meta.model
+
+
+def load_init(path: Path, model: nn.Module, model_cfg: ModelConfig) -> None:
+    """Copy a model file's weights into ``model`` (same architecture; safetensors, no code runs)."""
+    if modelfile.read_meta(path).model != model_cfg:
+        raise UserError("its architecture differs from the one being trained", path)
+    modelfile.load_weights_into(path, model)

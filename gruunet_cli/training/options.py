@@ -42,6 +42,7 @@ class TrainConfig:
     # Before each validation, BN running statistics are recomputed over this many whole training
     # frames (`bnstats.py`; 0: keep the running averages of the crops, as plain BN does).
     precise_bn_frames: int = 8
+    ema: float = 0.0  # decay of the weights' moving average that is validated and saved (0: off; ema.py)
     threads: int | None = None  # CPU threads (None: the free cores)
     init: str | None = None  # model file whose weights start the run (fine-tuning)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -19,15 +19,23 @@ import torch
 from torch import nn
 
 from .. import distributed
-from ..config import Arch, LossName, ModelConfig, ModelMeta, to_dict
+from ..config import LossName, ModelMeta, to_dict
 from ..errors import UserError
 from ..files import modelfile
 from ..files.atomic import writable_dir
 from ..inference.runtime import autocast, resolve_device, set_threads
 from ..nets.model import build_model, count_parameters
 from . import bnstats, curves
-from .checkpoint import TrainState, load_checkpoint, output_paths, save_checkpoint
+from .checkpoint import (
+    TrainState,
+    init_model_config,
+    load_checkpoint,
+    load_init,
+    output_paths,
+    save_checkpoint,
+)
 from .data import guess_dims
+from .ema import averaged, evaluated
 from .loss import compute_loss
 from .options import TrainConfig, TrainData, default_lr, learning_rate
 from .prefetch import SamplingConfig, make_loader
@@ -35,7 +43,8 @@ from .prepare import Prepared, prepare
 from .stopping import deferred_stop
 from .validation import ValScores, validate
 
-__all__ = ["TrainConfig", "TrainData", "TrainResult", "default_lr", "guess_dims", "output_paths", "prepare", "run"]
+__all__ = ["TrainConfig", "TrainData", "TrainResult", "default_lr", "guess_dims", "init_model_config", "output_paths",
+           "prepare", "run"]
 
 
 @dataclass(frozen=True)
@@ -99,24 +108,8 @@ class Run:
     scaler: torch.amp.GradScaler
     state: TrainState
     info: RunInfo
+    ema: nn.Module | None  # the weights' moving average (--ema), main rank only
     interval: Interval = field(default_factory=Interval)
-
-
-def init_model_config(path: Path, arch: Arch, dims: int) -> ModelConfig:
-    """The architecture of a model file to fine-tune, checked against ``--model`` and the data's dims."""
-    meta = modelfile.read_meta(path)
-    if meta.model.arch != arch:
-        raise UserError(f"is a {meta.model.arch.value} model file; train it with --model {meta.model.arch.value}", path)
-    if meta.model.dims != dims:
-        raise UserError(f"is a {meta.model.dims}D model, the training data is {dims}D", path)
-    return meta.model
-
-
-def _load_init(path: Path, model: nn.Module, model_cfg: ModelConfig) -> None:
-    """Copy a model file's weights into ``model`` (same architecture; safetensors, no code runs)."""
-    if modelfile.read_meta(path).model != model_cfg:
-        raise UserError("its architecture differs from the one being trained", path)
-    modelfile.load_weights_into(path, model)
 
 
 def _meta(run: Run, val_dice: float | None = None) -> ModelMeta:
@@ -165,9 +158,10 @@ def _setup(cfg: TrainConfig, src: TrainData, out: Path, resume: bool) -> Run:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), amsgrad=True)
     state = TrainState()
     if cfg.init is not None and not resume:
-        _load_init(Path(cfg.init), model, cfg.model)
+        load_init(Path(cfg.init), model, cfg.model)
+    avg = averaged(model, cfg.ema) if cfg.ema and dinfo.main else None
     if resume:
-        state, before = load_checkpoint(paths["checkpoint"], model, opt, cfg)
+        state, before = load_checkpoint(paths["checkpoint"], model, opt, cfg, avg)
         if before["post"] != to_dict(cfg.post) and state.best_iteration and dinfo.main:
             # The best SEG so far was scored with other post-processing: score it again.
             best, _ = modelfile.load(paths["model"], device)
@@ -180,7 +174,7 @@ def _setup(cfg: TrainConfig, src: TrainData, out: Path, resume: bool) -> Run:
                    prep.native_diameter, prep.ignored,
                    [r.name for refs in prep.train for r in refs], [f.name for f in prep.val])
     return Run(cfg, src, paths, device, dinfo, prep, model, net, opt, torch.amp.GradScaler("cuda", enabled=use_fp16),
-               state, info)
+               state, info, avg)
 
 
 def _batches(r: Run) -> Iterator[dict[str, torch.Tensor]]:
@@ -216,6 +210,8 @@ def _loop(r: Run, progress: Callable[[int, dict[str, float]], None] | None,
                 r.opt.param_groups[0]["lr"] = learning_rate(cfg, state.iteration)  # one group: all parameters
                 loss = train_step(r.net, r.opt, r.scaler, batch, cfg, r.device)
                 state.iteration += 1
+                if r.ema is not None:
+                    r.ema.update_parameters(r.model)
                 r.interval.add(loss, t_data, time.perf_counter() - t0)
                 if r.dinfo.main and progress is not None:
                     progress(state.iteration, {"loss": loss, "wait": r.interval.wait_fraction})
@@ -223,7 +219,7 @@ def _loop(r: Run, progress: Callable[[int, dict[str, float]], None] | None,
                 if (state.iteration % cfg.val_interval == 0 or last) and _validate(r, t_start):
                     return True, 0
                 if r.dinfo.main and (state.iteration % cfg.checkpoint_interval == 0 or last):
-                    save_checkpoint(r.paths["checkpoint"], r.model, r.opt, state, cfg)
+                    save_checkpoint(r.paths["checkpoint"], r.model, r.opt, state, cfg, r.ema)
     except KeyboardInterrupt:
         return False, 2
     finally:
@@ -237,18 +233,18 @@ def _validate(r: Run, t_start: float) -> bool:
     stop = False
     if r.dinfo.main:
         r.state.elapsed_s = time.perf_counter() - t_start
-        cfg = r.cfg
+        cfg, net = r.cfg, evaluated(r.model, r.ema)
         if cfg.precise_bn_frames:
-            bnstats.recalibrate(r.model, [f for refs in r.prep.train for f in refs], r.device, cfg.norm,
+            bnstats.recalibrate(net, [f for refs in r.prep.train for f in refs], r.device, cfg.norm,
                                 cfg.precise_bn_frames)
-        scores = validate(r.model, r.prep.val, r.device, cfg.post, cfg.gamma, cfg.amp, cfg.norm)
-        stop = _record(r, scores)
+        scores = validate(net, r.prep.val, r.device, cfg.post, cfg.gamma, cfg.amp, cfg.norm)
+        stop = _record(r, scores, net)
         r.interval = Interval()
     return distributed.broadcast_flag(stop, r.dinfo, r.device)
 
 
-def _record(r: Run, scores: ValScores) -> bool:
-    """Log a validation, keep the best model, and say whether the plateau has lasted long enough."""
+def _record(r: Run, scores: ValScores, net: nn.Module) -> bool:
+    """Log a validation, keep the best model (``net``, as validated), and say whether the plateau has lasted long enough."""
     state, iv = r.state, r.interval
     steps = max(iv.steps, 1)
     state.rows.append({
@@ -264,7 +260,7 @@ def _record(r: Run, scores: ValScores) -> bool:
     seg = scores.seg if math.isfinite(scores.seg) else -1.0
     if seg > state.best_seg:
         state.best_seg, state.best_iteration, state.bad_validations = seg, state.iteration, 0
-        modelfile.save(r.paths["model"], r.model, _meta(r, scores.dice))
+        modelfile.save(r.paths["model"], net, _meta(r, scores.dice))
     else:
         state.bad_validations += 1
     curves.write_csv(r.paths["log"], state.rows)
@@ -275,9 +271,9 @@ def _finish(r: Run, stopped_early: bool, signum: int) -> TrainResult:
     """Final checkpoint, log and curves (main rank); the model file when nothing was validated yet."""
     state, paths, cfg = r.state, r.paths, r.cfg
     if r.dinfo.main:
-        save_checkpoint(paths["checkpoint"], r.model, r.opt, state, cfg)
+        save_checkpoint(paths["checkpoint"], r.model, r.opt, state, cfg, r.ema)
         if state.best_iteration == 0:  # no validation yet: keep the current weights
-            modelfile.save(paths["model"], r.model, _meta(r))
+            modelfile.save(paths["model"], evaluated(r.model, r.ema), _meta(r))
         curves.write_csv(paths["log"], state.rows)
         if state.rows:
             curves.plot(paths["curves"], state.rows, title=f"{cfg.model.arch.value}, loss {cfg.loss.value}")

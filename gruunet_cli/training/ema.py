@@ -1,0 +1,54 @@
+"""An exponential moving average of the weights (``--ema DECAY``), validated and saved instead of
+the weights of the last step.
+
+With batches of two crops, the weights after any one step are noisy: on DSB2018 consecutive
+validations of one run scored 0.752, 0.741, 0.668, 0.766. Averaging the weights over the last
+~1/(1 − decay) steps (Polyak averaging) removes most of that noise at no cost to training, which
+still steps the raw weights. torch's `AveragedModel` keeps the average; BN statistics are not
+averaged: the model's current ones are copied in and then recomputed (`bnstats`) before each
+validation, as for the raw weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+
+def decay_at(decay: float, n_averaged: int) -> float:
+    """The decay used for the update after ``n_averaged`` earlier ones: ramped up as (1 + n)/(10 + n)
+    so the random initial weights do not dominate the average of a short run.
+
+    >>> [round(decay_at(0.999, n), 4) for n in (1, 10, 1000, 100_000)]
+    [0.1818, 0.55, 0.9911, 0.999]
+    """
+    return min(decay, (1.0 + n_averaged) / (10.0 + n_averaged))
+
+
+def _update(decay: float) -> Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor], torch.Tensor], None]:
+    @torch.no_grad()
+    def update(averaged: Sequence[torch.Tensor], current: Sequence[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        weight = 1.0 - decay_at(decay, int(n_averaged))  # avg ← d·avg + (1 − d)·current
+        for a, c in zip(averaged, current, strict=True):
+            a.lerp_(c, weight)
+
+    return update
+
+
+def averaged(model: nn.Module, decay: float) -> AveragedModel:
+    """A moving average of ``model``'s parameters (a copy; call ``update_parameters(model)`` after each step)."""
+    return AveragedModel(model, multi_avg_fn=_update(decay), use_buffers=False)
+
+
+@torch.no_grad()
+def evaluated(model: nn.Module, ema: AveragedModel | None) -> nn.Module:
+    """The module to validate and save: the model itself, or its average carrying the model's current
+    BN statistics (the averaged parameters need them recomputed; `bnstats` does that)."""
+    if ema is None:
+        return model
+    for mine, theirs in zip(ema.module.buffers(), model.buffers(), strict=True):
+        mine.copy_(theirs)
+    return ema.module
