@@ -55,6 +55,31 @@ def test_outline_never_merges_or_adds_objects() -> None:
     assert (out[labels > 0] > 0).all() and out[15:, :].max() == 0  # kept, and nothing far away added
 
 
+def disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
+    yy, xx = np.indices(shape)
+    return np.hypot(yy - centre[0], xx - centre[1]) <= radius
+
+
+def test_split_depth_is_the_shallowest_that_keeps_cells_whole_and_apart() -> None:
+    """A cell with a shallow neck (discs r 10 and 9, 14 px apart: `split_joined` cuts it at depths
+    up to 1.5 px) and two cells joined by a 2-px bridge (a deep neck): depths 0.5–1.5 cut the
+    first cell in two, 2–4 keep it whole and the pair apart (SEG 1), so 2 is chosen; 12 px
+    also merges the pair."""
+    shape = (64, 110)
+    ref = np.zeros(shape, np.uint16)
+    ref[disc(shape, (20, 18), 10) | disc(shape, (20, 32), 9)] = 1
+    ref[disc(shape, (45, 70), 10)] = 2
+    ref[disc(shape, (45, 91), 10)] = 3
+    p = (ref > 0).astype(np.float32)
+    p[45, 80:82] = 1.0  # the bridge
+    choice = outline.choose_from([(p, 1.0, ref)], PostConfig(), 2, depths=(0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 12.0))
+    by_depth = choice.seg_by_split_h
+    assert choice.split_h == 2.0 and by_depth["2.0"] == by_depth["3.0"] == by_depth["4.0"] == pytest.approx(1.0)
+    assert max(by_depth["0.5"], by_depth["1.0"], by_depth["1.5"]) < 0.9 and by_depth["12.0"] < 0.9
+    assert instances.probability_to_labels(p, dataclasses.replace(PostConfig(), split_h=2.0)).max() == 3
+    assert outline.choose_from([(p, 1.0, ref)], PostConfig(split=False), 2).split_h == 0.5  # no cutting: nothing to choose
+
+
 @pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
 @pytest.mark.parametrize("case, diameter", [("sample", 12.0), ("sample", "auto"), ("large cells", "auto")])
 def test_choose_scores_what_segment_writes(tmp_path: Path, case: str, diameter: float | str) -> None:
@@ -79,6 +104,9 @@ def test_choose_scores_what_segment_writes(tmp_path: Path, case: str, diameter: 
     assert choice.seg["none"] < 0.99 and all(v < 0.99 for k, v in choice.seg.items() if k != "0.6")
     outline.record(weights, choice)
     assert modelfile.read_meta(weights).post.outline == 0.6
+    # drawn with the model's split depth 0.5: the shallowest depth with SEG 1.0, recorded with the others
+    assert choice.split_h == modelfile.read_meta(weights).post.split_h == 0.5
+    assert set(modelfile.read_meta(weights).training["outline_choice"]["seg_by_split_h"]) == {str(d) for d in outline.SPLIT_DEPTHS}
     assert modelfile.read_meta(weights).training["outline_choice"]["frames"] == ["man_seg000.tif"]
     predictor = Predictor(weights, opts)
     again = predictor.labels(image)

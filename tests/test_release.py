@@ -86,6 +86,8 @@ def test_reproduce_runs_end_to_end(tmp_path: Path) -> None:
     # the outline level chosen by SEG on the validation frames the model file names, and written into it
     level = meta.training["outline_choice"]
     assert level["frames"] == [n.rsplit(":", 1)[1] for n in meta.training["val_frames"]] != []
+    assert rows[0]["split_h"] == meta.post.split_h == level["split_h"] and set(level["seg_by_split_h"]) == {
+        str(d) for d in outline.SPLIT_DEPTHS}
     assert rows[0]["outline"] == meta.post.outline == level["outline"] and set(level["seg_by_outline"]) == {
         "none", *(str(v) for v in outline.CANDIDATES)}
     table = (tmp_path / "out" / "table.md").read_text()

@@ -44,7 +44,7 @@ ABLATION = [Method("GRUU-Net (focal loss)", Arch.gruunet, LossName.fl),
             Method("GRUU-Net (weighted CE)", Arch.gruunet, LossName.wce),
             Method("U-Net (normalized focal loss)", Arch.unet, LossName.nfl),
             Method("GRUU-Net (no ignore mask)", Arch.gruunet, LossName.nfl, ignore_unannotated=False)]
-COLUMNS = ["method", "train", "test", "SEG", "DET", "Dice", "Hausdorff", "min_size", "outline", "iterations", "train_s", "paper_SEG", "paper_Dice"]
+COLUMNS = ["method", "train", "test", "SEG", "DET", "Dice", "Hausdorff", "min_size", "outline", "split_h", "iterations", "train_s", "paper_SEG", "paper_Dice"]
 
 # The paper's Table 4 (Wollmann et al. 2019), by (dataset, method, test video): (SEG, Dice).
 PAPER = {
@@ -122,7 +122,7 @@ def run(dataset: Path, out: Path, base: train.TrainConfig, ablation: bool = Fals
             post = modelfile.read_meta(result.model_path).post
             rows.append({"method": method.name, "train": tr_seq, "test": te_seq, "SEG": report.seg, "DET": report.det,
                          "Dice": report.dice, "Hausdorff": report.hausdorff,
-                         "min_size": post.min_size, "outline": post.outline, "iterations": result.iterations,
+                         "min_size": post.min_size, "outline": post.outline, "split_h": post.split_h, "iterations": result.iterations,
                          "train_s": round(result.rows[-1]["elapsed_s"], 1) if result.rows else None,
                          "paper_SEG": paper[0], "paper_Dice": paper[1]})
     write_tables(out, dataset.name, rows)
