@@ -10,9 +10,9 @@ image's own grid; this module picks that level by SEG on the validation frames, 
 loss never saw, exactly as `segment` would run on them.
 
 The same frames choose how deep a neck must be before a blob is cut in two (``post.split_h``,
-`instances.split_joined`): the default 0.5 px suits small round nuclei, but cut 5 of 121 GOWT1
-cells in two along the shallow necks of their irregular outlines (each then scored Jaccard
-0.53–0.64 instead of ~0.9). Each depth is scored with its best outline level; among equal
+`instances.split_joined`): the default 0.5 px suits small round nuclei, but cut 11 of 121 GOWT1
+cells in two along the shallow necks of their irregular outlines (the worst four then scored
+Jaccard 0.53–0.64 instead of ~0.9). Each depth is scored with its best outline level; among equal
 scores the shallowest depth wins.
 """
 
