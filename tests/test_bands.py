@@ -52,18 +52,20 @@ def test_network_in_bands_equals_one_pass(cfg: ModelConfig, shape: tuple[int, ..
     """GRUU-Net inference with its full-resolution parts in bands of a few rows (stem, FRDUs at
     level 0, every GRU step, head) equals the same network in one pass, 2D and 3D."""
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
+    # float64: this untrained network amplifies float32 rounding (which oneDNN's zero-padded
+    # convolutions of `layers._ReflectRing` round differently per band shape) by ~1e4.
+    model = build_model(cfg).double().eval()
     with torch.no_grad():
         for m in model.modules():  # trained-looking BN statistics, so BN is not the identity
             if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
-        x = torch.randn(shape)
+        x = torch.randn(shape, dtype=torch.float64)
         monkeypatch.setattr(bands, "BAND_PIXELS", 1 << 40)
         whole = model(x)
         monkeypatch.setattr(bands, "BAND_PIXELS", 12 * shape[-1])  # 12-row bands: many of them
         banded = model(x)
-    torch.testing.assert_close(banded, whole, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(banded, whole, rtol=1e-9, atol=1e-6)  # outputs up to ~1e3
 
 
 def test_training_mode_is_never_banded(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gruunet_cli.config import Arch, ModelConfig
 from gruunet_cli.nets.model import ConvGRUCell, GRUUNet, build_model, count_parameters
@@ -179,3 +180,48 @@ def test_folded_embed_equals_bn_and_conv_of_the_concatenation(dims: int) -> None
     unit.train()  # batch statistics: folding would be wrong, so the plain path must run
     with torch.no_grad():
         torch.testing.assert_close(unit.embedded(o, h), unit.embed(torch.cat([o, h], dim=1)))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_reflect_ring_conv_equals_the_padded_copy(dims: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At inference a 3x3 conv pads with zeros and recomputes the outer ring from reflected slabs
+    (`layers._ReflectRing`); in float64 that is F.pad(reflect) → conv, on odd sizes, on inputs
+    too thin for the ring (the plain path), and inside the whole network."""
+    from gruunet_cli.nets import layers
+
+    torch.manual_seed(0)
+    c = layers.conv(dims, 5, 7, 3).double().eval()
+    shapes = [(2, 5, 4, 9, 11), (1, 5, 3, 2, 6)] if dims == 3 else [(2, 5, 13, 17), (1, 5, 2, 6)]
+    for shape in shapes:
+        x = torch.randn(shape, dtype=torch.float64)
+        with torch.inference_mode():
+            ring = c(x)
+        reference = F.conv2d if dims == 2 else F.conv3d
+        pads = [1] * (2 * dims)
+        ref = reference(F.pad(x, pads, mode="reflect" if min(shape[2:]) > 1 else "replicate"), c.weight, c.bias)
+        torch.testing.assert_close(ring, ref, rtol=0, atol=1e-12)
+        assert (ring - ref).abs().max() < 1e-12 < (ring - reference(x, c.weight, c.bias, 1, 1)).abs().max()
+    model = build_model(ModelConfig(dims=3, z_pool_levels=1) if dims == 3 else ModelConfig()).double().eval()
+    x = torch.randn((1, 1, 5, 33, 40) if dims == 3 else (1, 1, 67, 45), dtype=torch.float64)
+    with torch.inference_mode():
+        ring = model(x)
+        monkeypatch.setattr(layers, "REFLECT_RING", False)
+        padded = model(x)
+    torch.testing.assert_close(ring, padded, rtol=1e-7, atol=1e-7)  # float64 rounding through ~100 layers
+    if dims == 2:  # trained weights in float32, as `segment` runs them: as close to float64
+        import copy
+
+        from helpers import shrunk_validation_rows
+
+        from gruunet_cli.files import modelfile
+        from gruunet_cli.inference import normalize
+        from gruunet_cli.tools import demo
+
+        trained, meta = modelfile.load(demo.WEIGHTS)
+        image = torch.from_numpy(normalize.normalize(shrunk_validation_rows(1.0)[0], meta.norm))[None, None]
+        with torch.inference_mode():
+            ref = copy.deepcopy(trained).double()(image.double()).softmax(1)  # padded copies, float64
+            padded = (trained(image).softmax(1) - ref).abs().max()
+            monkeypatch.setattr(layers, "REFLECT_RING", True)
+            ring = (trained(image).softmax(1) - ref).abs().max()
+        assert 0 < ring <= 2 * padded + 1e-6 and ring < 1e-4

@@ -178,7 +178,10 @@ def test_bench_stages_accounts_for_the_wall_time() -> None:
 
     assert bands.BAND_PIXELS == 1 << 17  # and the bands are back on
     assert 0 < parts <= r["wall_s"] * 1.001 and r["pixels_final"] == 128 * 128  # cells of the model's size
-    assert r["network_gflops"] > 0 and r["plain_conv_gflops"] > 0  # measured, never compared here
+    assert r["network_gflops"] > 0 and r["plain_conv_gflops"] > 0 and r["plain_conv_fp32_gflops"] > 0  # never compared here
+    from gruunet_cli.inference.runtime import cpu_bf16
+
+    assert r["precision"] == ("bf16" if cpu_bf16() else "fp32")  # segment's default on this CPU
     assert r["warm_network_s"] > 0  # the warm pass ran; its rate is the same FLOP over its own time
     assert r["warm_network_gflops"] * r["warm_network_s"] == pytest.approx(r["network_gflops"] * r["network_s"])
     from gruunet_cli.files import modelfile

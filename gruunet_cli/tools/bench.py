@@ -174,11 +174,12 @@ def bench_denormals_one(weights: Path, flush: bool, repeats: int = 3) -> dict:
 
 
 def bench_segment_one(size: int, weights: Path | None, tile: int | None = None, device: str = "cpu",
-                      threads: int | None = None) -> dict:
+                      threads: int | None = None, amp: bool = True) -> dict:
     """Segment one random ``size``×``size`` uint16 image; seconds per megapixel and peak resident
     memory of this process (run each size in a fresh process for a clean peak)."""
     import resource
 
+    from ..inference.runtime import precision
     from ..inference.segment import Predictor, SegmentOptions
 
     if weights is None:
@@ -193,7 +194,7 @@ def bench_segment_one(size: int, weights: Path | None, tile: int | None = None, 
         torch.manual_seed(0)
         weights = Path(tempfile.mkdtemp()) / "random"
         modelfile.save(weights, build_model(ModelConfig()), ModelMeta())
-    predictor = Predictor(Path(weights), SegmentOptions(tile=tile, device=device, threads=threads))
+    predictor = Predictor(Path(weights), SegmentOptions(tile=tile, device=device, threads=threads, amp=amp))
     image = np.random.default_rng(0).integers(0, 4000, (size, size), dtype=np.uint16)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
@@ -202,7 +203,7 @@ def bench_segment_one(size: int, weights: Path | None, tile: int | None = None, 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"size": size, "megapixels": size * size / 1e6, "seconds": seconds, "s_per_mpx": seconds / (size * size / 1e6),
             "peak_rss_mib": peak, "rss_before_mib": base_rss, "objects": int(labels.max()), "tile": tile,
-            "threads": __import__("torch").get_num_threads()}
+            "threads": __import__("torch").get_num_threads(), "precision": precision(predictor.device, amp)}
 
 
 def bench_train(frames: list, crop: int = 96, batch: int = 2, workers: tuple[int, ...] = (2, 4), steps: int = 30,

@@ -139,6 +139,7 @@ def bench_segment(
     device: Device = "cpu",
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: the free cores).")] = None,
     inline: Annotated[bool, typer.Option("--inline", help="Measure in this process (one size).")] = False,
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="As for segment: mixed precision (bf16 on a CPU that has it).")] = True,
 ) -> None:
     """Seconds per megapixel and peak memory of `segment` for several image sizes."""
     import json
@@ -147,12 +148,13 @@ def bench_segment(
 
     if inline:
         for size in sizes:
-            typer.echo(json.dumps(bench.bench_segment_one(size, weights, tile, device, threads)))
+            typer.echo(json.dumps(bench.bench_segment_one(size, weights, tile, device, threads, amp)))
         return
     for size in sizes:
         r = _inline_run(["segment", "--size", str(size), "--device", device] + (["--tile", str(tile)] if tile else [])
-                        + (["--weights", str(weights)] if weights else []) + (["--threads", str(threads)] if threads else []))
-        typer.echo(f"{r['size']}x{r['size']}: {r['seconds']:.1f} s, {r['s_per_mpx']:.2f} s/Mpx, "
+                        + (["--weights", str(weights)] if weights else []) + (["--threads", str(threads)] if threads else [])
+                        + ([] if amp else ["--no-amp"]))
+        typer.echo(f"{r['size']}x{r['size']} ({r['precision']}): {r['seconds']:.1f} s, {r['s_per_mpx']:.2f} s/Mpx, "
                    f"peak RSS {r['peak_rss_mib']:.0f} MiB (before: {r['rss_before_mib']:.0f} MiB), {r['objects']} objects")
 
 
@@ -190,6 +192,7 @@ def bench_stages(
     diameter: Annotated[str, typer.Option(help="As for segment: auto, off or pixels.")] = "auto",
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: the free cores).")] = None,
     one_pass: Annotated[bool, typer.Option("--one-pass", help="Also time the final network pass without row bands.")] = False,
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="As for segment: mixed precision (bf16 on a CPU that has it).")] = True,
 ) -> None:
     """Where `segment`'s time goes (read, size estimate, network, post-processing, write) and the
     network's GFLOP/s against a plain 3x3 convolution on this machine, in one run."""
@@ -198,12 +201,13 @@ def bench_stages(
 
     d = None if diameter == "off" else diameter if diameter == "auto" else float(diameter)
     for size in sizes:
-        r = stages(size, weights or WEIGHTS, d, threads, one_pass)
+        r = stages(size, weights or WEIGHTS, d, threads, one_pass, amp)
         parts = "  ".join(f"{k[:-2]} {r[k]:.2f}s ({r[k] / r['wall_s']:.0%})"
                           for k in ("read_s", "estimate_s", "network_s", "post_s", "write_s"))
         typer.echo(f"{size}x{size}: {r['wall_s']:.1f} s, {r['wall_s'] / (size * size / 1e6):.1f} s/Mpx, factor "
                    f"{r['factor']:.2f}; {parts}; network {r['network_gflops']:.1f} GFLOP/s = "
-                   f"{r['conv_rate_ratio']:.0%} of a plain 3x3 conv's {r['plain_conv_gflops']:.1f} ({r['threads']} threads)")
+                   f"{r['conv_rate_ratio']:.0%} of a plain 3x3 conv's {r['plain_conv_gflops']:.1f} ({r['precision']}, "
+                   f"{r['threads']} threads; the plain conv in fp32: {r['plain_conv_fp32_gflops']:.1f})")
         typer.echo(f"  final pass again (warm, as the next frame): {r['warm_network_s']:.2f} s, "
                    f"{r['warm_network_gflops']:.1f} GFLOP/s = {r['warm_conv_rate_ratio']:.0%} of the plain conv")
         if one_pass:
@@ -219,6 +223,7 @@ def bench_peer(
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for both.")] = 1,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repetitions after a warm-up; the best counts.")] = 2,
     device: Device = "cpu",
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="As for segment: mixed precision (bf16 on a CPU that has it).")] = True,
 ) -> None:
     """gruunet `segment` against Cellpose's 2D network (optional: pip install 'gruunet[bench]') on
     the same images, threads and device, interleaved in one run."""
@@ -228,7 +233,8 @@ def bench_peer(
     if cellpose_version() is None:
         raise UserError("Cellpose is not installed: pip install 'cellpose>=3.1,<4' (or '.[bench]')")
     typer.echo(f"cellpose {cellpose_version()}, torch {__import__('torch').__version__}, {threads} thread(s), {device}")
-    for r in run(sizes, weights or WEIGHTS, threads, device, repeats):
-        typer.echo(f"{r['image']}: diameter {r['diameter']:.1f} px; gruunet auto {r['gruunet auto s']:.2f} s, "
-                   f"given {r['gruunet given s']:.2f} s; cellpose network {r['cellpose s']:.2f} s; "
+    for r in run(sizes, weights or WEIGHTS, threads, device, repeats, amp):
+        fp32 = f" (fp32: {r['gruunet given fp32 s']:.2f} s)" if "gruunet given fp32 s" in r else ""
+        typer.echo(f"{r['image']}: diameter {r['diameter']:.1f} px; gruunet ({r['precision']}) auto {r['gruunet auto s']:.2f} s, "
+                   f"given {r['gruunet given s']:.2f} s{fp32}; cellpose network (fp32) {r['cellpose s']:.2f} s; "
                    f"ratio gruunet/cellpose {r['ratio auto']:.2f} (auto), {r['ratio given']:.2f} (given)")

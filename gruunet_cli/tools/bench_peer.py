@@ -20,6 +20,7 @@ import tifffile
 import torch
 
 from ..inference import scale, segment
+from ..inference.runtime import precision
 from . import bench_stages
 
 CELLPOSE_NUCLEI_DIAMETER = 17.0  # Cellpose's `nuclei` model resizes objects to this diameter
@@ -62,29 +63,35 @@ def _best(fn, repeats: int) -> float:
     return min(times)
 
 
-def bench_peer(sizes: list[int], weights: Path, threads: int, device: str = "cpu", repeats: int = 2) -> list[dict]:
+def bench_peer(sizes: list[int], weights: Path, threads: int, device: str = "cpu", repeats: int = 2,
+               amp: bool = True) -> list[dict]:
     """Seconds per image, best of ``repeats`` after a warm-up: gruunet `segment` with
-    ``--diameter auto`` and with the true diameter given, and Cellpose's network given the
-    same diameter, all interleaved per image."""
+    ``--diameter auto`` and with the true diameter given (``amp`` as `segment --amp`; where that
+    is not fp32, the given-diameter run in fp32 too), and Cellpose's network (fp32, its CPU default)
+    given the same diameter, all interleaved per image."""
     from cellpose import models  # optional: pip install 'gruunet[bench]'
 
     torch.set_num_threads(threads)
-    options = dict(device=device, threads=threads)
+    options = dict(device=device, threads=threads, amp=amp)
     auto = segment.Predictor(weights, segment.SegmentOptions(diameter="auto", **options))
     cellpose = models.CellposeModel(gpu=device.startswith("cuda"), pretrained_model=False,
                                     diam_mean=CELLPOSE_NUCLEI_DIAMETER)
+    mixed = precision(auto.device, amp) != "fp32"
     rows = []
     for name, image, diameter in sample_images(sizes):
         given = segment.Predictor(weights, segment.SegmentOptions(diameter=diameter, **options))
+        given32 = segment.Predictor(weights, segment.SegmentOptions(diameter=diameter, **{**options, "amp": False}))
         runs = {
             "gruunet auto": lambda: auto.labels(image),
             "gruunet given": lambda: given.labels(image),
+            **({"gruunet given fp32": lambda: given32.labels(image)} if mixed else {}),
             "cellpose": lambda: cellpose.eval(image, diameter=diameter, channels=[0, 0], compute_masks=False),
         }
         for fn in runs.values():  # warm-up
             fn()
         times = {k: _best(fn, repeats) for k, fn in runs.items()}
         rows.append({"image": name, "pixels": int(image.size), "diameter": diameter, "threads": threads,
+                     "precision": precision(auto.device, amp),
                      **{f"{k} s": v for k, v in times.items()},
                      "ratio auto": times["gruunet auto"] / times["cellpose"],
                      "ratio given": times["gruunet given"] / times["cellpose"]})

@@ -13,16 +13,18 @@ import torch
 
 from ..files import ctc, images
 from ..inference import segment
+from ..inference.runtime import autocast, precision
 
 
-def plain_conv_gflops(channels: int = 64, side: int = 256, repeats: int = 3) -> float:
-    """GFLOP/s of one 3×3 convolution (``channels`` → ``channels``, ``side``² pixels, float32,
-    inference mode) on this machine with the current threads: the rate a convolutional network
-    could at best reach here (2·C_in·C_out·9 FLOP per output pixel)."""
-    conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
-    x = torch.randn(1, channels, side, side)
+def plain_conv_gflops(channels: int = 64, side: int = 256, repeats: int = 3, amp: bool = False) -> float:
+    """GFLOP/s of one 3×3 convolution (``channels`` → ``channels``, ``side``² pixels, channels-last
+    like the network's, inference mode, float32 or with ``amp`` the precision `segment` uses) on
+    this machine with the current threads: the rate a convolutional network could at best reach
+    here (2·C_in·C_out·9 FLOP per output pixel)."""
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(1, channels, side, side).to(memory_format=torch.channels_last)
     best = float("inf")
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(torch.device("cpu"), amp):
         for rep in range(repeats + 1):  # round 0 warms up
             t0 = time.perf_counter()
             conv(x)
@@ -51,13 +53,15 @@ def tiled_sample(size: int) -> np.ndarray:
 
 
 def stages(size: int, weights: Path, diameter: float | str | None = "auto", threads: int | None = None,
-           one_pass: bool = False) -> dict:
+           one_pass: bool = False, amp: bool = True) -> dict:
     """Seconds of each stage of `segment` on one ``size``² image: read, size estimate (every pass
     but the last when the image is rescaled), network and post-processing of the final pass,
     write; plus achieved network GFLOP/s against `plain_conv_gflops` in the same process, for the
     first pass (a single image) and for the same pass again (warm, as every later frame); and with
-    ``one_pass`` the final network pass again with the row bands off (`nets/bands.py`)."""
-    predictor = segment.Predictor(weights, segment.SegmentOptions(device="cpu", diameter=diameter, threads=threads))
+    ``one_pass`` the final network pass again with the row bands off (`nets/bands.py`). ``amp``:
+    as `segment --amp` (bf16 on a CPU with native bf16); the plain convolution runs in the same
+    precision, and also in float32 (``plain_conv_fp32_gflops``)."""
+    predictor = segment.Predictor(weights, segment.SegmentOptions(device="cpu", diameter=diameter, threads=threads, amp=amp))
     spent: list[tuple[str, float, int]] = []  # (stage, seconds, pixels computed)
     last_input: list[np.ndarray] = []
     probabilities, labels_from = predictor.probabilities, predictor.labels_from
@@ -95,7 +99,8 @@ def stages(size: int, weights: Path, diameter: float | str | None = "auto", thre
     post_s = sum(s[1] for s in final if s[0] == "post")
     flops = network_flops_per_pixel(predictor.model) * final[0][2]
     achieved = flops / network_s / 1e9
-    plain = plain_conv_gflops()
+    plain = plain_conv_gflops(amp=amp)
+    plain32 = plain_conv_gflops() if precision(predictor.device, amp) != "fp32" else plain
     wall = read_s + total_compute + write_s
     # The final pass again, as the next frame of a sequence sees it: oneDNN has built its kernels
     # for these shapes, so this is the rate comparable with the (warmed-up) plain convolution.
@@ -118,6 +123,7 @@ def stages(size: int, weights: Path, diameter: float | str | None = "auto", thre
     return {**repeat, "size": size, "threads": torch.get_num_threads(), "wall_s": wall, "read_s": read_s,
             "estimate_s": estimate_s, "network_s": network_s, "post_s": post_s, "write_s": write_s,
             "factor": predictor.last_scale["factor"], "pixels_final": final[0][2],
-            "network_gflops": achieved, "plain_conv_gflops": plain, "conv_rate_ratio": achieved / plain,
+            "network_gflops": achieved, "plain_conv_gflops": plain, "plain_conv_fp32_gflops": plain32,
+            "precision": precision(predictor.device, amp), "conv_rate_ratio": achieved / plain,
             "warm_network_s": warm_s, "warm_network_gflops": flops / warm_s / 1e9,
             "warm_conv_rate_ratio": flops / warm_s / 1e9 / plain}

@@ -293,7 +293,7 @@ def train_step(net: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.Gra
     w = batch["weight"].to(device, non_blocking=True) if "weight" in batch else None
     net.train()
     opt.zero_grad(set_to_none=True)
-    with autocast(device, cfg.amp):
+    with autocast(device, cfg.amp, cpu=False):  # CPU training steps stay fp32
         logits = net(x)  # (B, 2, *c)
     loss = compute_loss(cfg.loss, logits.float(), y, w, cfg.gamma, valid, cfg.nfl_normalizer_grad)
     if not torch.isfinite(loss):  # before the step: the weights and the files on disk stay as they were
