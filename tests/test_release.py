@@ -167,6 +167,17 @@ def test_bench_denormals_times_both_settings() -> None:
         assert r["flush_denormal"] is flush and r["forward_s"] > 0 and r["train_step_s"] > 0  # never timed here
 
 
+def test_bench_segment_runs_in_the_precision_asked_for() -> None:
+    """`bench segment --amp/--no-amp` reaches `segment`'s options (bf16 only where the CPU has it)."""
+    from gruunet_cli.inference.runtime import cpu_bf16
+
+    for flag, expected in (("--no-amp", "fp32"), ("--amp", "bf16" if cpu_bf16() else "fp32")):
+        result = CliRunner().invoke(app, ["bench", "segment", "--inline", "--size", "64", "--threads", "1", flag])
+        assert result.exit_code == 0, result.output
+        r = json.loads(result.output.strip().splitlines()[-1])
+        assert r["precision"] == expected and r["seconds"] > 0  # never timed here
+
+
 @pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
 def test_bench_stages_accounts_for_the_wall_time() -> None:
     from gruunet_cli.tools.bench_stages import network_flops_per_pixel, stages
