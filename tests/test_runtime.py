@@ -30,10 +30,20 @@ def test_release_freed_memory_returns_the_heap_to_the_system() -> None:
     assert before - after > 150  # MB: most of the freed 300 MB leaves the process
 
 
+def _onednn_bf16() -> bool:
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@pytest.mark.skipif(not _onednn_bf16(), reason="oneDNN has no bf16 on this CPU, not even emulated")
 def test_cpu_bf16_segments_the_sample_like_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
     """bf16 on the CPU (`segment`'s default where the CPU has native bf16) against fp32
     (``--no-amp``): the shipped weights on the bundled 01 image's validation rows. Forced on, so it
-    runs (emulated, slower) on CPUs without native bf16 too."""
+    runs (emulated by oneDNN, slower) on AVX-512 CPUs without native bf16 too."""
     import numpy as np
     import tifffile
     import torch
