@@ -13,7 +13,7 @@ from torch import nn
 LRELU_SLOPE = 0.2
 
 
-# Off only to measure what `_ReflectRing` saves (`gruunet bench stages --one-pass`).
+# Off only to measure what `_ReflectRing` saves, side by side in one process (README, "Benchmarks").
 REFLECT_RING = True
 
 
