@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import torch
 
+from . import layers
+
 # Pixels per band (rows × the other in-plane axes): 2**17 keeps a 32-channel band at 16 MB.
 BAND_PIXELS = 1 << 17
 
@@ -24,25 +26,32 @@ def by_rows(
     halo: int,
     *tensors: torch.Tensor,
     band_pixels: int | None = None,
+    with_rows: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """``fn(*tensors)`` computed in bands along axis -2 (H of (B, C, H, W) or (B, C, Z, H, W)).
 
     ``fn`` must be local: output row i depends only on input rows i - halo .. i + halo (plus the
     border padding), and all inputs and outputs share the spatial shape. Use it only for
-    inference (no gradients, BN in eval mode), where that holds.
+    inference (no gradients, BN in eval mode), where that holds. ``with_rows``: ``fn`` is also
+    given ``rows=(lo, hi)``, the rows of the whole its band covers (for inputs it builds itself).
     """
     height = tensors[0].shape[-2]
     row_pixels = tensors[0][0, 0].numel() // height
     rows = max(4 * halo, (band_pixels or BAND_PIXELS) // row_pixels)
     n = -(-height // rows)
     if n < 2:
-        return fn(*tensors)
+        return fn(*tensors, rows=(0, height)) if with_rows else fn(*tensors)
     bounds = [i * height // n for i in range(n + 1)]  # even bands, none thinner than the halo
     outs: list[torch.Tensor] = []
     single = False
     for a, b in zip(bounds[:-1], bounds[1:]):
         lo, hi = max(0, a - halo), min(height, b + halo)
-        res = fn(*(t[..., lo:hi, :] for t in tensors))
+        band = [t[..., lo:hi, :] for t in tensors]
+        layers.BAND_CUTS = (lo > 0, hi < height)
+        try:
+            res = fn(*band, rows=(lo, hi)) if with_rows else fn(*band)
+        finally:
+            layers.BAND_CUTS = (False, False)
         single = isinstance(res, torch.Tensor)
         parts = (res,) if single else tuple(res)
         if not outs:  # full-size outputs in the bands' memory format (channels-last stays so)

@@ -15,6 +15,10 @@ LRELU_SLOPE = 0.2
 
 # Off only to measure what `_ReflectRing` saves, side by side in one process (README, "Benchmarks").
 REFLECT_RING = True
+# Set by `bands.by_rows` while it computes a band: whether the first / last row (axis -2) of the
+# band's inputs is a cut inside the image. Rows next to a cut are wrong whatever the padding and
+# are dropped with the band's halo, so the ring skips them.
+BAND_CUTS = (False, False)
 
 
 class _ReflectRing:
@@ -35,6 +39,8 @@ class _ReflectRing:
         for axis in range(2, x.dim()):
             size = x.shape[axis]
             for start, before in ((0, True), (size - 2 * p, False)):
+                if axis == x.dim() - 2 and BAND_CUTS[0 if before else 1]:
+                    continue
                 pads = [p] * (2 * n)  # F.pad order: last axis first
                 pads[2 * (x.dim() - 1 - axis) + (1 if before else 0)] = 0
                 slab = F.pad(x.narrow(axis, start, 2 * p), pads, mode="reflect")

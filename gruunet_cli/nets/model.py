@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Arch, ModelConfig
+from . import upconv
 from .bands import by_rows
 from .layers import (
     LRELU_SLOPE,
@@ -48,21 +49,24 @@ class ConvGRUCell(nn.Module):
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """x, h: (B, C, *S) → new state (B, C, *S)."""
         if not torch.is_grad_enabled():  # inference: in place, few new tensors
-            c = h.shape[1]
-            w = self.w(x)  # (B, 3C, *S): W_r x + b_r | W_z x + b_z | W_h x + b_h
-            # r and z together: one pass over 2C channels instead of two strided passes over C
-            # (channels-last keeps a pixel's 3C values together, so a C-slice is strided).
-            rz = w[:, :2 * c].add_(self.u_rz(h)).sigmoid_()
-            r, z = rz[:, :c], rz[:, c:]
-            h_tilde = self.u_h(r * h).add_(w[:, 2 * c:])  # r∘h and U_h's output are dense
-            h_tilde = h_tilde.tanh_() if self.act is torch.tanh else F.leaky_relu_(h_tilde, LRELU_SLOPE)
-            return torch.lerp(h_tilde, h, z)
+            return self.gated(self.w(x), h)
         wr, wz, wh = self.w(x).chunk(3, dim=1)  # 3 × (B, C, *S)
         ur, uz = self.u_rz(h).chunk(2, dim=1)
         r = torch.sigmoid(wr + ur)
         z = torch.sigmoid(wz + uz)
         h_tilde = self.act(wh + self.u_h(r * h))
         return torch.lerp(h_tilde, h, z)  # z∘h + (1 − z)∘h̃ in one pass
+
+    def gated(self, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The step at inference from w = W x + b (B, 3C, *S: the r | z | h̃ parts) and h (B, C, *S)."""
+        c = h.shape[1]
+        # r and z together: one pass over 2C channels instead of two strided passes over C
+        # (channels-last keeps a pixel's 3C values together, so a C-slice is strided).
+        rz = w[:, :2 * c].add_(self.u_rz(h)).sigmoid_()
+        r, z = rz[:, :c], rz[:, c:]
+        h_tilde = self.u_h(r * h).add_(w[:, 2 * c:])  # r∘h and U_h's output are dense
+        h_tilde = h_tilde.tanh_() if self.act is torch.tanh else F.leaky_relu_(h_tilde, LRELU_SLOPE)
+        return torch.lerp(h_tilde, h, z)
 
 
 class DenseLayer(nn.Sequential):
@@ -199,8 +203,12 @@ class GRUUNet(nn.Module):
             else:  # up: bilinear / trilinear
                 o = resize(o, size, "linear")
             o, x_t = local(frdu.core, len(frdu.dense), o, max_pool(h, pool))  # banded at the two finest levels
-            x_t = resize(x_t, full, "nearest")  # (B, 32, *S)
-            h = local(self.grus[0 if self.cfg.shared_gru else t], 2, x_t, h)
+            gru = self.grus[0 if self.cfg.shared_gru else t]
+            if banded and pool[0] >= upconv.MIN_FACTOR and self.cfg.dims == 2 and upconv.ENABLED:  # W x at 1/p
+                grid = upconv.coarse(x_t, gru.w.weight, gru.w.bias, pool[0])  # (see upconv.py)
+                h = by_rows(lambda h_, rows: gru.gated(upconv.expand(grid, pool[0], rows), h_), 2, h, with_rows=True)
+            else:
+                h = local(gru, 2, resize(x_t, full, "nearest"), h)  # x_t: (B, 32, *S)
             if return_iterations:
                 per_step.append(local(self.head, 2, h)[crop])
         if return_iterations:

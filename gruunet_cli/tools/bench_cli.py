@@ -191,7 +191,7 @@ def bench_stages(
     weights: Annotated[Path | None, typer.Option(help="Model file (default: the bundled GRUU-Net).")] = None,
     diameter: Annotated[str, typer.Option(help="As for segment: auto, off or pixels.")] = "auto",
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: the free cores).")] = None,
-    one_pass: Annotated[bool, typer.Option("--one-pass", help="Also time the final network pass without row bands.")] = False,
+    one_pass: Annotated[bool, typer.Option("--one-pass", help="Also time the final network pass without row bands, and with W x upsampled.")] = False,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="As for segment: mixed precision (bf16 on a CPU that has it).")] = True,
 ) -> None:
     """Where `segment`'s time goes (read, size estimate, network, post-processing, write) and the
@@ -209,10 +209,14 @@ def bench_stages(
                    f"{r['conv_rate_ratio']:.0%} of a plain 3x3 conv's {r['plain_conv_gflops']:.1f} ({r['precision']}, "
                    f"{r['threads']} threads; the plain conv in fp32: {r['plain_conv_fp32_gflops']:.1f})")
         typer.echo(f"  final pass again (warm, as the next frame): {r['warm_network_s']:.2f} s, "
-                   f"{r['warm_network_gflops']:.1f} GFLOP/s = {r['warm_conv_rate_ratio']:.0%} of the plain conv")
+                   f"{r['warm_network_gflops']:.1f} GFLOP/s = {r['warm_conv_rate_ratio']:.0%} of the plain conv "
+                   f"(the network's {r['flops_per_pixel'] / 1e6:.2f} MFLOP/px; inference executes "
+                   f"{r['executed_flops_per_pixel'] / 1e6:.2f}: W x at the dense unit's scale)")
         if one_pass:
             typer.echo(f"  final pass again: without row bands {r['one_pass_network_s']:.2f} s, with them "
-                       f"{r['banded_network_s']:.2f} s ({r['one_pass_network_s'] / r['banded_network_s']:.2f}x)")
+                       f"{r['banded_network_s']:.2f} s ({r['one_pass_network_s'] / r['banded_network_s']:.2f}x); "
+                       f"W x on the upsampled input {r['upsampled_wx_network_s']:.2f} s "
+                       f"({r['upsampled_wx_network_s'] / r['banded_network_s']:.2f}x)")
 
 
 @bench_app.command("peer", cls=Command)

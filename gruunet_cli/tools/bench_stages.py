@@ -33,13 +33,23 @@ def plain_conv_gflops(channels: int = 64, side: int = 256, repeats: int = 3, amp
     return 2 * channels * channels * 9 * side * side / best / 1e9
 
 
-def network_flops_per_pixel(model: torch.nn.Module, side: int = 64) -> float:
-    """FLOP per input pixel of one forward pass (torch's FLOP counter; convolutions and matmuls)."""
+def network_flops_per_pixel(model: torch.nn.Module, side: int = 64, executed: bool = False) -> float:
+    """FLOP per input pixel of one forward pass (torch's FLOP counter; convolutions and matmuls): the
+    network's own (the GRU's W x on the upsampled input, as trained), or with ``executed`` what
+    inference runs (W x at the dense unit's scale, `nets/upconv.py`). Both without the border rows
+    `layers._ReflectRing` computes twice (at 64² they would add 6%)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from ..nets import layers, upconv
+
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        model(torch.zeros((1, 1) + (side,) * model.cfg.dims))
+    saved = upconv.ENABLED, layers.REFLECT_RING
+    upconv.ENABLED, layers.REFLECT_RING = executed and saved[0], False
+    try:
+        with torch.inference_mode(), counter:
+            model(torch.zeros((1, 1) + (side,) * model.cfg.dims))
+    finally:
+        upconv.ENABLED, layers.REFLECT_RING = saved
     return counter.get_total_flops() / side**model.cfg.dims
 
 
@@ -58,7 +68,9 @@ def stages(size: int, weights: Path, diameter: float | str | None = "auto", thre
     but the last when the image is rescaled), network and post-processing of the final pass,
     write; plus achieved network GFLOP/s against `plain_conv_gflops` in the same process, for the
     first pass (a single image) and for the same pass again (warm, as every later frame); and with
-    ``one_pass`` the final network pass again with the row bands off (`nets/bands.py`). ``amp``:
+    ``one_pass`` the final network pass again with the row bands off (`nets/bands.py`), and with them
+    but the GRU's W x on the upsampled input (`nets/upconv.py` off). The GFLOP/s count the network's
+    own FLOPs; ``executed_flops_per_pixel`` is what inference runs. ``amp``:
     as `segment --amp` (bf16 on a CPU with native bf16); the plain convolution runs in the same
     precision, and also in float32 (``plain_conv_fp32_gflops``)."""
     predictor = segment.Predictor(weights, segment.SegmentOptions(device="cpu", diameter=diameter, threads=threads, amp=amp))
@@ -107,23 +119,26 @@ def stages(size: int, weights: Path, diameter: float | str | None = "auto", thre
     t0 = time.perf_counter()
     probabilities(last_input[0])
     warm_s = time.perf_counter() - t0
-    repeat = {"one_pass_network_s": float("nan"), "banded_network_s": float("nan")}
-    if one_pass:  # the final pass again without bands, then with them (both after the warm-up)
-        from ..nets import bands
+    repeat = {"one_pass_network_s": float("nan"), "banded_network_s": float("nan"), "upsampled_wx_network_s": float("nan")}
+    if one_pass:  # the final pass again without bands, then with them, then with W x on the upsampled input
+        from ..nets import bands, upconv
 
         saved = bands.BAND_PIXELS
         try:
-            for key, band in (("one_pass_network_s", 1 << 62), ("banded_network_s", saved)):
-                bands.BAND_PIXELS = band
+            for key, band, up in (("one_pass_network_s", 1 << 62, True), ("banded_network_s", saved, True),
+                                  ("upsampled_wx_network_s", saved, False)):
+                bands.BAND_PIXELS, upconv.ENABLED = band, up
                 t0 = time.perf_counter()
                 probabilities(last_input[0])
                 repeat[key] = time.perf_counter() - t0
         finally:
-            bands.BAND_PIXELS = saved
+            bands.BAND_PIXELS, upconv.ENABLED = saved, True
     return {**repeat, "size": size, "threads": torch.get_num_threads(), "wall_s": wall, "read_s": read_s,
             "estimate_s": estimate_s, "network_s": network_s, "post_s": post_s, "write_s": write_s,
             "factor": predictor.last_scale["factor"], "pixels_final": final[0][2],
             "network_gflops": achieved, "plain_conv_gflops": plain, "plain_conv_fp32_gflops": plain32,
             "precision": precision(predictor.device, amp), "conv_rate_ratio": achieved / plain,
             "warm_network_s": warm_s, "warm_network_gflops": flops / warm_s / 1e9,
-            "warm_conv_rate_ratio": flops / warm_s / 1e9 / plain}
+            "warm_conv_rate_ratio": flops / warm_s / 1e9 / plain,
+            "executed_flops_per_pixel": network_flops_per_pixel(predictor.model, executed=True),
+            "flops_per_pixel": flops / final[0][2]}
