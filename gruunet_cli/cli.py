@@ -14,7 +14,7 @@ import typer
 
 from .config import Arch, LossName, LRSchedule, default_model
 from .errors import UserError, user_errors
-from .options import Command, Device, ObjectIntensity, checked_range, parse_diameter, parse_outline
+from .options import ClipGrad, Command, Device, ObjectIntensity, checked_range, parse_diameter, parse_outline
 from .tools.bench_cli import bench_app
 
 
@@ -66,11 +66,8 @@ def evaluate(
     console = Console()
     ev.print_report(report, console, per_frame=frames)
     if report.missing_frames:
-        typer.echo(
-            f"warning: {res_dir}: no result for reference frame(s) {report.missing_frames}; "
-            "their objects score 0 (the official CTC tool rejects such a result)",
-            err=True,
-        )
+        typer.echo(f"warning: {res_dir}: no result for reference frame(s) {report.missing_frames}; "
+                   "their objects score 0 (the official CTC tool rejects such a result)", err=True)
     if json_path is not None:
         ev.write_json(report, json_path)
         console.print(f"wrote {json_path}")
@@ -99,6 +96,7 @@ def train(
     background_crops: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of crops centred anywhere in the frame instead of on a cell (paper: 0; partial GT frames otherwise never show far background).", rich_help_panel="Schedule")] = 0.0,
     clean_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Last fraction of iterations on un-augmented crops.", rich_help_panel="Schedule")] = 0.1,
     ema: Annotated[float, typer.Option(min=0.0, max=0.99999, help="Validate and save a moving average of the weights with this decay, e.g. 0.999 (0: the last step's weights, as the paper).", rich_help_panel="Schedule")] = 0.0,
+    clip_grad: ClipGrad = 0.0,
     workers: Annotated[int, typer.Option(min=0, help="Augmentation worker processes (0: inline).", rich_help_panel="Runtime")] = 2,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the network (default: the cores not kept busy by other processes).", rich_help_panel="Runtime")] = None,
     seed: Annotated[int, typer.Option(help="Seed for weights and sampling.", rich_help_panel="Schedule")] = 0,
@@ -139,7 +137,7 @@ def train(
     cfg = tr.TrainConfig(model=model_cfg, loss=loss, crop=crop, batch=batch, lr=lr or tr.default_lr(init is not None), lr_schedule=lr_schedule, iterations=iterations, val_interval=val_interval,
         patience=patience, clean_fraction=clean_fraction, background_crops=background_crops, workers=workers, seed=seed, device=device, amp=amp,
         checkpoint_interval=checkpoint_interval, augment=aug, init=None if init is None else str(init),
-        val_fraction=val_fraction, scale_to=scale_to, ignore_unannotated=ignore_unannotated, threads=threads, ema=ema)
+        val_fraction=val_fraction, scale_to=scale_to, ignore_unannotated=ignore_unannotated, threads=threads, ema=ema, clip_grad=clip_grad)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     with Progress("training", iterations, disable=not main_rank, loss="loss {:.4f}", wait="data wait {:.1%}") as bar:
         result = tr.run(cfg, src, out, resume=resume,
@@ -265,6 +263,8 @@ def reproduce(
     object_intensity: ObjectIntensity = None,
     lr_schedule: Annotated[LRSchedule, typer.Option(help="constant (the paper's) or cosine, as for train.")] = LRSchedule.constant,
     ema: Annotated[float, typer.Option(min=0.0, max=0.99999, help="Moving average of the weights, as for train (0: off).")] = 0.0,
+    clip_grad: ClipGrad = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed for weights and sampling, as for train.")] = 0,
     choose_min_size: Annotated[bool, typer.Option("--choose-min-size/--no-choose-min-size", help="Choose the smallest object kept by DET against TRA on the training video's frames without SEG reference, and write it into the model file.")] = True,
     choose_outline: Annotated[bool, typer.Option("--choose-outline/--no-choose-outline", help="Choose the probability level objects' outlines follow by SEG on the training video's validation frames, and write it into the model file.")] = True,
 ) -> None:
@@ -281,7 +281,7 @@ def reproduce(
     first = rp.sequences(dataset)[0]
     dims = tr.guess_dims(list(tr.TrainData.ctc(dataset / first, dataset / f"{first}_GT").sources))
     base = tr.TrainConfig(model=ModelConfig(dims=dims, unet_base=unet_base), iterations=iterations, crop=crop,
-                          val_interval=val_interval, workers=workers, device=device, patience=patience, threads=threads, lr_schedule=lr_schedule, ema=ema,
+                          val_interval=val_interval, workers=workers, device=device, patience=patience, threads=threads, lr_schedule=lr_schedule, ema=ema, clip_grad=clip_grad, seed=seed,
                           scale_to=scale_to, background_crops=background_crops, augment=AugmentConfig.switched(object_intensity=object_intensity))
     rp.run(dataset, out, base, ablation, SegmentOptions(device=device, threads=threads), log=typer.echo, resume=resume,
            only=tuple(only or ()), choose_min_size=choose_min_size, choose_outline=choose_outline)

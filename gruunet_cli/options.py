@@ -42,6 +42,11 @@ ObjectIntensity = Annotated[tuple[float, float] | None, typer.Option(
     help="Augment: scale each object's brightness by a factor drawn log-uniformly from LO..HI, half of the objects "
          "per crop (e.g. 0.2 1.0 for videos with dim cells; default: off).", show_default=False, rich_help_panel="Augmentation")]
 
+# One definition of --clip-grad for train and reproduce.
+ClipGrad = Annotated[float, typer.Option(
+    min=0.0, help="Scale each step's gradients down to at most this global L2 norm (0: off, the paper's). The training log "
+                  "records the norm before clipping (grad_norm, grad_norm_max).", rich_help_panel="Schedule")]
+
 
 def checked_range(flag: str, value: tuple[float, float] | None) -> tuple[float, float] | None:
     """A (LO, HI) factor range with 0 < LO <= HI, or a one-line error naming the flag."""

@@ -20,6 +20,8 @@ from gruunet_cli.files import modelfile
 from gruunet_cli.nets.model import build_model
 from gruunet_cli.training import curves
 from gruunet_cli.training.ema import averaged
+from gruunet_cli.training.loss import compute_loss
+from gruunet_cli.training.step import train_step
 from gruunet_cli.training.train import (
     TrainConfig,
     TrainData,
@@ -59,6 +61,7 @@ def test_short_run_writes_model_log_and_curves(sequence: TrainData, tmp_path: Pa
     rows = curves.read_csv(paths["log"])
     assert [r["iteration"] for r in rows] == [3, 6]
     assert all(0 <= r["val_dice"] <= 1 and r["train_loss"] > 0 for r in rows)
+    assert all(0 < r["grad_norm"] <= r["grad_norm_max"] < float("inf") for r in rows)  # mean ≤ max over the interval
     model, meta = modelfile.load(paths["model"])
     assert meta.training["iterations_run"] in (3, 6) and meta.training["best_iteration"] == result.best_iteration
     assert meta.training["data"]["sources"][0]["path"] == str(sequence.sources[0].path)
@@ -69,6 +72,31 @@ def test_short_run_writes_model_log_and_curves(sequence: TrainData, tmp_path: Pa
 def test_other_losses_and_unet_train(sequence: TrainData, tmp_path: Path, loss: LossName, arch: Arch) -> None:
     cfg = small(loss=loss, iterations=2, val_interval=2, model=ModelConfig(arch=arch, unet_base=8))
     assert run(cfg, sequence, tmp_path / "m").iterations == 2
+
+
+@pytest.mark.parametrize("clip", [0.0, 1e-3])
+def test_a_step_applies_the_gradient_clipped_to_the_global_norm(clip: float) -> None:
+    """With plain SGD at lr 1 a step moves the weights by minus the applied gradient, so its size
+    and direction show the clipping: the norm returned is the unclipped gradient's, computed here
+    independently by an ordinary backward on a copy; the move is that gradient, scaled to ``clip``."""
+    torch.manual_seed(0)
+    cfg = TrainConfig(model=ModelConfig(width=8, growth=4, frdu_widths=(8, 8, 8), dense_layers=(1, 1, 1)),
+                      clip_grad=clip, device="cpu")
+    model = build_model(cfg.model).double()  # float64: w - (w - g) == g to ~1e-16
+    twin = build_model(cfg.model).double()
+    twin.load_state_dict(model.state_dict())
+    x, y = torch.rand(2, 1, 16, 16, dtype=torch.float64), (torch.rand(2, 16, 16) > 0.5).long()
+    twin.train()
+    compute_loss(cfg.loss, twin(x).float(), y, None, cfg.gamma, None, cfg.nfl_normalizer_grad).backward()
+    grad = torch.cat([p.grad.flatten() for p in twin.parameters()])
+    before = torch.cat([p.detach().flatten() for p in model.parameters()])
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    _, norm = train_step(model, opt, torch.amp.GradScaler("cuda", enabled=False), {"image": x, "target": y}, cfg,
+                         torch.device("cpu"))
+    move = before - torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert norm == pytest.approx(float(grad.norm()), rel=1e-5) and norm > 10 * 1e-3
+    expected = grad * (clip / float(grad.norm()) if clip else 1.0)
+    assert torch.allclose(move, expected, rtol=1e-6, atol=1e-12)
 
 
 def final_weights(out: Path) -> dict[str, torch.Tensor]:

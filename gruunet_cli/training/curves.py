@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..files.atomic import atomic_path, write_text
 
-COLUMNS = ["iteration", "train_loss", "val_loss", "val_dice", "val_seg", "data_wait_fraction", "it_per_s", "elapsed_s"]
+COLUMNS = ["iteration", "train_loss", "val_loss", "val_dice", "val_seg", "data_wait_fraction", "it_per_s", "elapsed_s",
+           "grad_norm", "grad_norm_max"]  # the gradients' global norm before clipping: mean and largest since the last row
 
 
 def write_csv(path: Path, rows: list[dict[str, float]]) -> None:

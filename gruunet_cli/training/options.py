@@ -25,6 +25,9 @@ class TrainConfig:
     batch: int = 2
     lr: float = 1e-3
     lr_schedule: LRSchedule = LRSchedule.constant
+    # Largest global gradient norm a step applies (larger ones are scaled down to it; 0: off, the
+    # paper's). The GRU is unrolled over nine steps, the classic case of exploding gradients.
+    clip_grad: float = 0.0
     iterations: int = 10_000
     val_interval: int = 100
     patience: int = 10  # validations without a better SEG before stopping

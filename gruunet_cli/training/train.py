@@ -20,10 +20,9 @@ from torch import nn
 
 from .. import distributed
 from ..config import LossName, ModelMeta, to_dict
-from ..errors import UserError
 from ..files import modelfile
 from ..files.atomic import writable_dir
-from ..inference.runtime import autocast, resolve_device, set_threads
+from ..inference.runtime import resolve_device, set_threads
 from ..nets.model import build_model, count_parameters
 from . import bnstats, curves
 from .checkpoint import (
@@ -36,10 +35,10 @@ from .checkpoint import (
 )
 from .data import guess_dims
 from .ema import averaged, evaluated
-from .loss import compute_loss
 from .options import TrainConfig, TrainData, default_lr, learning_rate
 from .prefetch import SamplingConfig, make_loader
 from .prepare import Prepared, prepare
+from .step import Interval, train_step
 from .stopping import deferred_stop
 from .validation import ValScores, validate
 
@@ -60,24 +59,6 @@ class RunInfo:
     ignored: dict[str, int]
     train_frames: list[str]
     val_frames: list[str]
-
-
-@dataclass
-class Interval:
-    """Training statistics since the last validation."""
-
-    loss: float = 0.0
-    steps: int = 0
-    wait_s: float = 0.0  # waiting for the prefetcher
-    time_s: float = 0.0
-
-    def add(self, loss: float, wait_s: float, time_s: float) -> None:
-        self.loss, self.steps = self.loss + loss, self.steps + 1
-        self.wait_s, self.time_s = self.wait_s + wait_s, self.time_s + time_s
-
-    @property
-    def wait_fraction(self) -> float:
-        return self.wait_s / max(self.time_s, 1e-9)
 
 
 @dataclass(frozen=True)
@@ -208,11 +189,11 @@ def _loop(r: Run, progress: Callable[[int, dict[str, float]], None] | None,
                 batch = next(batches)
                 t_data = time.perf_counter() - t0
                 r.opt.param_groups[0]["lr"] = learning_rate(cfg, state.iteration)  # one group: all parameters
-                loss = train_step(r.net, r.opt, r.scaler, batch, cfg, r.device)
+                loss, grad_norm = train_step(r.net, r.opt, r.scaler, batch, cfg, r.device)
                 state.iteration += 1
                 if r.ema is not None:
                     r.ema.update_parameters(r.model)
-                r.interval.add(loss, t_data, time.perf_counter() - t0)
+                r.interval.add(loss, grad_norm, t_data, time.perf_counter() - t0)
                 if r.dinfo.main and progress is not None:
                     progress(state.iteration, {"loss": loss, "wait": r.interval.wait_fraction})
                 last = state.iteration == cfg.iterations
@@ -256,6 +237,8 @@ def _record(r: Run, scores: ValScores, net: nn.Module) -> bool:
         "data_wait_fraction": iv.wait_fraction,
         "it_per_s": steps / max(iv.time_s, 1e-9),
         "elapsed_s": state.elapsed_s,
+        "grad_norm": iv.grad_norm / steps,
+        "grad_norm_max": iv.grad_norm_max,
     })
     seg = scores.seg if math.isfinite(scores.seg) else -1.0
     if seg > state.best_seg:
@@ -281,25 +264,3 @@ def _finish(r: Run, stopped_early: bool, signum: int) -> TrainResult:
     distributed.shutdown(r.dinfo)
     return TrainResult(paths["model"], state.iteration, state.best_iteration, state.best_seg, stopped_early,
                        signum != 0, state.rows, signum)
-
-
-def train_step(net: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-               batch: dict[str, torch.Tensor], cfg: TrainConfig, device: torch.device) -> float:
-    """One optimisation step on a prefetcher batch: image (B, 1, *c), target (B, *c), valid (B, *c)
-    and, for weighted CE, weight (B, *c). Returns the loss."""
-    x = batch["image"].to(device, non_blocking=True)
-    y = batch["target"].to(device, non_blocking=True)
-    valid = batch["valid"].to(device, non_blocking=True) if "valid" in batch else None
-    w = batch["weight"].to(device, non_blocking=True) if "weight" in batch else None
-    net.train()
-    opt.zero_grad(set_to_none=True)
-    with autocast(device, cfg.amp, cpu=False):  # CPU training steps stay fp32
-        logits = net(x)  # (B, 2, *c)
-    loss = compute_loss(cfg.loss, logits.float(), y, w, cfg.gamma, valid, cfg.nfl_normalizer_grad)
-    if not torch.isfinite(loss):  # before the step: the weights and the files on disk stay as they were
-        raise UserError(f"training loss became {float(loss.detach())}: stopped (check the images for NaN/inf pixels; "
-                        "the model file and checkpoint keep the last good state)")
-    scaler.scale(loss).backward()
-    scaler.step(opt)
-    scaler.update()
-    return float(loss.detach())
