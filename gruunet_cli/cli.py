@@ -265,6 +265,7 @@ def reproduce(
     ema: Annotated[float, typer.Option(min=0.0, max=0.99999, help="Moving average of the weights, as for train (0: off).")] = 0.0,
     clip_grad: ClipGrad = 0.0,
     seed: Annotated[int, typer.Option(help="Seed for weights and sampling, as for train.")] = 0,
+    lr: Annotated[float, typer.Option(min=1e-8, help="AMSGrad learning rate (the paper's 1e-3), as for train.")] = 1e-3,
     choose_min_size: Annotated[bool, typer.Option("--choose-min-size/--no-choose-min-size", help="Choose the smallest object kept by DET against TRA on the training video's frames without SEG reference, and write it into the model file.")] = True,
     choose_outline: Annotated[bool, typer.Option("--choose-outline/--no-choose-outline", help="Choose the probability level objects' outlines follow by SEG on the training video's validation frames, and write it into the model file.")] = True,
 ) -> None:
@@ -281,7 +282,7 @@ def reproduce(
     first = rp.sequences(dataset)[0]
     dims = tr.guess_dims(list(tr.TrainData.ctc(dataset / first, dataset / f"{first}_GT").sources))
     base = tr.TrainConfig(model=ModelConfig(dims=dims, unet_base=unet_base), iterations=iterations, crop=crop,
-                          val_interval=val_interval, workers=workers, device=device, patience=patience, threads=threads, lr_schedule=lr_schedule, ema=ema, clip_grad=clip_grad, seed=seed,
+                          val_interval=val_interval, workers=workers, device=device, patience=patience, threads=threads, lr_schedule=lr_schedule, ema=ema, clip_grad=clip_grad, seed=seed, lr=lr,
                           scale_to=scale_to, background_crops=background_crops, augment=AugmentConfig.switched(object_intensity=object_intensity))
     rp.run(dataset, out, base, ablation, SegmentOptions(device=device, threads=threads), log=typer.echo, resume=resume,
            only=tuple(only or ()), choose_min_size=choose_min_size, choose_outline=choose_outline)

@@ -62,11 +62,14 @@ def test_reproduce_cli_passes_the_schedule_to_training(tmp_path: Path) -> None:
     args = ["reproduce", str(ds), "--out", str(tmp_path / "out"), "--iterations", "2", "--val-interval", "2",
             "--crop", "32", "--workers", "0", "--device", "cpu", "--threads", "1", "--only", "gruu-net-01",
             "--no-choose-min-size", "--no-choose-outline"]
-    for schedule, ema in (("cosine", "0.99"), ("constant", "0")):
-        result = CliRunner().invoke(app, [*args, "--lr-schedule", schedule, "--ema", ema, "--out", str(tmp_path / schedule)])
+    for schedule, ema, clip, seed, lr in (("cosine", "0.99", "5", "3", "0.0005"), ("constant", "0", "0", "0", "0.001")):
+        result = CliRunner().invoke(app, [*args, "--lr-schedule", schedule, "--ema", ema, "--clip-grad", clip, "--seed", seed,
+                                          "--lr", lr, "--out", str(tmp_path / schedule)])
         assert result.exit_code == 0, result.output
         meta = modelfile.read_meta(tmp_path / schedule / "models" / "gruu-net-01.safetensors")
-        assert meta.training["config"]["lr_schedule"] == schedule and meta.training["config"]["ema"] == float(ema)
+        got = meta.training["config"]
+        assert got["lr_schedule"] == schedule and got["ema"] == float(ema) and got["clip_grad"] == float(clip)
+        assert got["seed"] == int(seed) and got["lr"] == float(lr)
         assert "| GRUU-Net | 01 | 02 |" in (tmp_path / schedule / "table.md").read_text()
 
 
