@@ -15,6 +15,12 @@ from gruunet_cli.nets.model import build_model
 from gruunet_cli.tools import demo
 
 
+# The single-image weights (trained on the bundled 01 image's first 384 rows): the tests that
+# rely on what that model does (its validation rows, its cell size) name it, not the default.
+STARDIST2D = demo.REPO / "weights" / "gruunet-stardist2d.safetensors"
+NUCLEI = demo.REPO / "weights" / "gruunet-nuclei.safetensors"  # the generalist (DSB2018, 17 px)
+
+
 def random_model_file(tmp_path: Path, cfg: ModelConfig = ModelConfig(), post: PostConfig = PostConfig(threshold=0.5)) -> Path:
     torch.manual_seed(0)
     model = build_model(cfg).eval()

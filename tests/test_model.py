@@ -139,10 +139,12 @@ def test_channels_last_differs_from_channels_first_only_by_rounding() -> None:
     import tifffile
 
     from gruunet_cli.files import modelfile
-    from gruunet_cli.tools.demo import SAMPLE, WEIGHTS
+    from helpers import STARDIST2D
+
+    from gruunet_cli.tools.demo import SAMPLE
 
     torch.manual_seed(0)
-    model, meta = modelfile.load(WEIGHTS)
+    model, meta = modelfile.load(STARDIST2D)
     image = tifffile.imread(SAMPLE / "02" / "t000.tif")[:128, :128].astype(np.float32)
     lo, hi = np.percentile(image, [meta.norm.p_low, meta.norm.p_high])
     x = torch.from_numpy(((image - lo) / (hi - lo)).astype(np.float32))[None, None]
@@ -211,13 +213,12 @@ def test_reflect_ring_conv_equals_the_padded_copy(dims: int, monkeypatch: pytest
     if dims == 2:  # trained weights in float32, as `segment` runs them: as close to float64
         import copy
 
-        from helpers import shrunk_validation_rows
+        from helpers import STARDIST2D, shrunk_validation_rows
 
         from gruunet_cli.files import modelfile
         from gruunet_cli.inference import normalize
-        from gruunet_cli.tools import demo
 
-        trained, meta = modelfile.load(demo.WEIGHTS)
+        trained, meta = modelfile.load(STARDIST2D)
         image = torch.from_numpy(normalize.normalize(shrunk_validation_rows(1.0)[0], meta.norm))[None, None]
         with torch.inference_mode():
             ref = copy.deepcopy(trained).double()(image.double()).softmax(1)  # padded copies, float64

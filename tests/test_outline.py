@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from helpers import STARDIST2D
 from typer.testing import CliRunner
 
 from gruunet_cli.cli import app
@@ -80,14 +81,14 @@ def test_split_depth_is_the_shallowest_that_keeps_cells_whole_and_apart() -> Non
     assert outline.choose_from([(p, 1.0, ref)], PostConfig(split=False), 2).split_h == 0.5  # no cutting: nothing to choose
 
 
-@pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+@pytest.mark.skipif(not STARDIST2D.exists(), reason="shipped weights not in this checkout")
 @pytest.mark.parametrize("case, diameter", [("sample", 12.0), ("sample", "auto"), ("large cells", "auto")])
 def test_choose_scores_what_segment_writes(tmp_path: Path, case: str, diameter: float | str) -> None:
     """A reference drawn by `segment` with outline 0.6 is matched exactly (SEG 1.0) only at 0.6, and
     the choice written into the model file makes `segment` write that reference again. With
     ``auto`` the cells are measured before the outline moves (or the factor would change); cells
     2.5x the training size are segmented by `auto`'s half-size probe, outlined too."""
-    model, meta = modelfile.load(demo.WEIGHTS)
+    model, meta = modelfile.load(STARDIST2D)
     weights = modelfile.save(tmp_path / "m", model, meta)
     opts = SegmentOptions(diameter=diameter, threads=1, device="cpu")  # resized: outlines move
     image_path = SAMPLE / "02" / "t000.tif"

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import STARDIST2D
 
 # Fill the heap with 300 MB of small blocks, free all but every 100th (they pin the heap, so it
 # cannot shrink from its top), then report the resident set before and after the release.
@@ -56,7 +57,7 @@ def test_cpu_bf16_segments_the_sample_like_fp32(monkeypatch: pytest.MonkeyPatch)
     results = {}
     for amp in (False, True):
         monkeypatch.setattr(runtime, "cpu_bf16", lambda: True)
-        pred = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu", diameter=None, amp=amp, threads=1))
+        pred = segment.Predictor(STARDIST2D, segment.SegmentOptions(device="cpu", diameter=None, amp=amp, threads=1))
         seen = []
         hook = pred.model.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
         p = pred.probabilities(image)[0]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from helpers import random_model_file, shrunk_validation_rows
+from helpers import NUCLEI, STARDIST2D, random_model_file, shrunk_validation_rows
 
 from gruunet_cli.config import PostConfig
 from gruunet_cli.evaluation import metrics
@@ -54,25 +54,25 @@ def test_labels_come_back_at_the_input_size_renumbered() -> None:
     assert metrics.match_objects(labels, big).jaccard[[0, 2]].min() > 0.85
 
 
-@pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+@pytest.mark.skipif(not STARDIST2D.exists(), reason="shipped weights not in this checkout")
 def test_diameter_brings_small_cells_to_the_training_size() -> None:
     """Cells at 0.4× the training size: telling `segment` their diameter, or letting it
     estimate it, segments them far better than taking the image as it is."""
     image, truth = shrunk_validation_rows(0.4)
     score = {}
     for d in (None, "auto", scale.object_diameter([truth])):
-        labels = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu", diameter=d)).labels(image)
+        labels = segment.Predictor(STARDIST2D, segment.SegmentOptions(device="cpu", diameter=d)).labels(image)
         assert labels.shape == image.shape and labels.dtype == np.uint16
         score[d] = metrics.seg_score(metrics.match_objects(truth, labels).jaccard)
     plain, auto, given = score.values()
     assert auto > plain + 0.05 and given > plain + 0.05, score
 
 
-@pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+@pytest.mark.skipif(not STARDIST2D.exists(), reason="shipped weights not in this checkout")
 def test_auto_diameter_leaves_training_sized_cells_alone() -> None:
     image, _ = shrunk_validation_rows(1.0)
-    plain = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu", diameter=None)).labels(image)
-    auto = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu")).labels(image)  # the default
+    plain = segment.Predictor(STARDIST2D, segment.SegmentOptions(device="cpu", diameter=None)).labels(image)
+    auto = segment.Predictor(STARDIST2D, segment.SegmentOptions(device="cpu")).labels(image)  # the default
     assert np.array_equal(plain, auto)
 
 
@@ -92,20 +92,20 @@ def test_auto_diameter_takes_a_model_without_a_training_size_as_is(tmp_path: Pat
     assert np.array_equal(auto, off)
 
 
-@pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+@pytest.mark.skipif(not STARDIST2D.exists(), reason="shipped weights not in this checkout")
 def test_diameter_applies_to_the_iterations_frame_too(tmp_path: Path) -> None:
     image, _ = shrunk_validation_rows(0.4)
     src = tmp_path / "02"
     src.mkdir()
     tifffile.imwrite(src / "t000.tif", image)
     opts = segment.SegmentOptions(device="cpu", diameter="auto")
-    segment.run(src, tmp_path / "a", demo.WEIGHTS, opts)
-    segment.run(src, tmp_path / "b", demo.WEIGHTS, opts, iterations_dir=tmp_path / "it")
+    segment.run(src, tmp_path / "a", STARDIST2D, opts)
+    segment.run(src, tmp_path / "b", STARDIST2D, opts, iterations_dir=tmp_path / "it")
     a, b = (tifffile.imread(tmp_path / d / "mask000.tif") for d in ("a", "b"))
     assert a.max() > 10 and np.array_equal(a, b)
 
 
-@pytest.mark.skipif(not demo.WEIGHTS.exists(), reason="shipped weights not in this checkout")
+@pytest.mark.skipif(not STARDIST2D.exists(), reason="shipped weights not in this checkout")
 def test_auto_diameter_finds_large_cells() -> None:
     """Cells 2.5x the training size: auto must measure about the true diameter, shrink the
     image (not enlarge it because of fragments), and score about as well as the true diameter."""
@@ -113,7 +113,7 @@ def test_auto_diameter_finds_large_cells() -> None:
     true_d = scale.object_diameter([truth])
     scores, used = {}, {}
     for d in ("auto", true_d):
-        p = segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu", diameter=d))
+        p = segment.Predictor(STARDIST2D, segment.SegmentOptions(device="cpu", diameter=d))
         scores[d] = metrics.seg_score(metrics.match_objects(truth, p.labels(image)).jaccard)
         used[d] = p.last_scale
     assert used["auto"]["diameter"] == pytest.approx(true_d, rel=0.3), used
@@ -130,3 +130,57 @@ def test_min_size_counts_in_the_images_own_pixels(tmp_path: Path) -> None:
     at_scale = p.labels_from(prob, prob, f=2.0)
     assert np.unique(at_scale[5:11, 5:11]).tolist() == [0] and at_scale[25, 25] > 0
     assert p.labels_from(prob, prob)[8, 8] > 0  # at the image's own scale 36 px stay
+
+
+@pytest.mark.skipif(not STARDIST2D.exists(), reason="shipped weights not in this checkout")
+def test_auto_diameter_measures_a_large_image_on_one_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image of more than 2·WINDOW² pixels has its cells measured on the window with the most
+    contrast (here the corner holding the nuclei, the rest dark noise), not by a whole first
+    pass; the diameter agrees with the whole image's estimate and the ground truth, and the
+    masks are those of the whole-image estimate."""
+    base = tifffile.imread(demo.SAMPLE / "01" / "t000.tif").astype(np.float32)  # 512², nuclei ~24 px
+    truth = tifffile.imread(demo.SAMPLE / "01_GT" / "SEG" / "man_seg000.tif")
+    rng = np.random.default_rng(0)
+    image = (np.median(base) + rng.normal(0, 1, (768, 768))).astype(np.float32)
+    image[256:, 256:] = base
+    shapes: list[tuple[int, ...]] = []
+    results = {}
+    for side in (256, 10**6):  # windowed; the whole image (above any size)
+        monkeypatch.setattr(scale, "WINDOW", side)
+        p = segment.Predictor(STARDIST2D, segment.SegmentOptions(device="cpu", threads=1))
+        inner = p.probabilities
+        monkeypatch.setattr(p, "probabilities", lambda im, *a, **k: shapes.append(im.shape) or inner(im, *a, **k))
+        shapes.clear()
+        results[side] = (p.labels(image), dict(p.last_scale), list(shapes))
+    (win_labels, win_scale, win_shapes), (whole_labels, whole_scale, whole_shapes) = results.values()
+    assert all(s.start >= 256 for s in scale.window(image, 256))  # inside the nuclei's corner
+    assert win_shapes[0] == (256, 256) and (768, 768) not in whole_shapes[1:]  # measured on the window
+    assert win_scale["diameter"] == pytest.approx(whole_scale["diameter"], rel=0.15), (win_scale, whole_scale)
+    assert win_scale["diameter"] == pytest.approx(scale.object_diameter([truth]), rel=0.25)
+    if win_scale["factor"] == whole_scale["factor"]:
+        assert np.array_equal(win_labels, whole_labels)
+    assert metrics.seg_score(metrics.match_objects(whole_labels, win_labels).jaccard) > 0.9
+
+
+@pytest.mark.skipif(not NUCLEI.exists(), reason="shipped weights not in this checkout")
+def test_auto_diameter_sees_fragments_of_the_models_own_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generalist (17 px nuclei) cuts the bundled 01 image's 24-px nuclei into pieces of about
+    its own size, which a first pass alone would take for cells that need no resizing: measured
+    whole, the half-size probe finds the whole nuclei and auto segments there; measured on a
+    window (the default for this 512² image) the image is shrunk too; both far better than as is."""
+    image = tifffile.imread(demo.SAMPLE / "01" / "t000.tif")
+    truth = tifffile.imread(demo.SAMPLE / "01_GT" / "SEG" / "man_seg000.tif")
+    true_d = scale.object_diameter([truth])
+    as_is = segment.Predictor(NUCLEI, segment.SegmentOptions(device="cpu", diameter=None, threads=1))
+    first = as_is.labels(image)
+    assert scale.object_diameter([first]) < scale.TOLERANCE * as_is.meta.object_diameter  # fragments look model-sized
+    plain = metrics.seg_score(metrics.match_objects(truth, first).jaccard)
+    for side in (10**6, scale.WINDOW):  # whole; a window
+        monkeypatch.setattr(scale, "WINDOW", side)
+        p = segment.Predictor(NUCLEI, segment.SegmentOptions(device="cpu", threads=1))
+        auto = metrics.seg_score(metrics.match_objects(truth, p.labels(image)).jaccard)
+        assert p.last_scale["diameter"] == pytest.approx(true_d, rel=0.25), p.last_scale
+        assert p.last_scale["factor"] < 1 / scale.TOLERANCE, p.last_scale  # shrunk
+        if side > image.size:
+            assert p.last_scale["factor"] in scale.PROBE_SCALES, p.last_scale  # by the probes
+        assert auto > plain + 0.05, (side, auto, plain)

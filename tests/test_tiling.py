@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from helpers import random_model_file
+from helpers import STARDIST2D, random_model_file
 
 from gruunet_cli.config import Arch, ModelConfig
 from gruunet_cli.inference import segment
@@ -44,7 +44,7 @@ def test_tiled_equals_whole_image(tmp_path: Path) -> None:
     assert diff.max() < 0.02  # in the blended overlaps: within a tiny tolerance
 
 
-@pytest.mark.skipif(not demo.WEIGHTS.is_file(), reason="shipped weights not in this checkout")
+@pytest.mark.skipif(not STARDIST2D.is_file(), reason="shipped weights not in this checkout")
 def test_gruunet_tiles_blend_without_seams() -> None:
     """The shipped GRUU-Net on its 512² image: 256² tiles overlapping by 64 px give the
     whole-image probabilities within a small tolerance everywhere (no seam), and the same
@@ -53,7 +53,7 @@ def test_gruunet_tiles_blend_without_seams() -> None:
     image = tifffile.imread(demo.SAMPLE / "01" / "t000.tif").astype(np.float32)
 
     def p(**kw: int) -> np.ndarray:
-        return segment.Predictor(demo.WEIGHTS, segment.SegmentOptions(device="cpu", diameter=None, **kw)).probabilities(image)[0]
+        return segment.Predictor(STARDIST2D, segment.SegmentOptions(device="cpu", diameter=None, **kw)).probabilities(image)[0]
 
     whole, tiled = p(), p(tile=256, overlap=64)
     diff = np.abs(tiled - whole)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from helpers import STARDIST2D
 from synthetic import random_labels
 
 from gruunet_cli.config import ModelConfig, ModelMeta, NormConfig, PostConfig
@@ -34,11 +35,11 @@ def segment_and_evaluate(weights: Path, images: Path, gt: Path, out: Path) -> fl
     return evaluate(out, gt).seg
 
 
-@pytest.mark.skipif(not demo.WEIGHTS.is_file(), reason="shipped weights not in this checkout")
+@pytest.mark.skipif(not STARDIST2D.is_file(), reason="shipped weights not in this checkout")
 def test_2d_validation_equals_segment_and_evaluate(tmp_path: Path) -> None:
     seq = demo.SAMPLE / "02"
-    val = validation_seg(demo.WEIGHTS, seq, demo.SAMPLE / "02_GT", 2)
-    seg = segment_and_evaluate(demo.WEIGHTS, seq, demo.SAMPLE / "02_GT", tmp_path / "02_RES")
+    val = validation_seg(STARDIST2D, seq, demo.SAMPLE / "02_GT", 2)
+    seg = segment_and_evaluate(STARDIST2D, seq, demo.SAMPLE / "02_GT", tmp_path / "02_RES")
     assert val > 0.3  # a real model on real nuclei: the comparison is not between two zeros
     assert val == pytest.approx(seg, abs=1e-9)
 

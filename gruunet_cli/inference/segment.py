@@ -87,9 +87,11 @@ class Predictor:
     def dims(self) -> int:
         return self.meta.model.dims
 
-    def probabilities(self, image: np.ndarray, iterations: bool = False) -> np.ndarray:
-        """Foreground probability of a raw image: (K, *S) float32 (K = 1, or 9 per-step maps)."""
-        lo, hi = normalize.percentiles(image, self.meta.norm)
+    def probabilities(self, image: np.ndarray, iterations: bool = False,
+                      norm: tuple[float, float] | None = None) -> np.ndarray:
+        """Foreground probability of a raw image: (K, *S) float32 (K = 1, or 9 per-step maps);
+        ``norm``: the (low, high) percentiles to normalise with (default: the image's own)."""
+        lo, hi = norm or normalize.percentiles(image, self.meta.norm)
         o = self.opts
         return probability(self.model, image, self.device, tile=o.tile, tile_z=o.tile_z, overlap=o.overlap,
                            batch=self.batch, amp=o.amp, prepare=lambda t: normalize.apply(t, lo, hi),
@@ -114,7 +116,7 @@ class Predictor:
         if self.opts.diameter is None or not model_d:  # resizing needs the training size
             return self.outlined(*as_is(), 1.0)
         if self.opts.diameter == "auto":
-            return self.auto_labels(image, *as_is())
+            return self.auto_labels(image, *as_is()) if p_fg is not None else self.window_labels(image, as_is)
         diameter = float(self.opts.diameter)
         f = scale.factor(model_d, diameter, auto=False)
         self.last_scale = {"diameter": diameter, "factor": f}
@@ -138,35 +140,62 @@ class Predictor:
 
     def auto_labels(self, image: np.ndarray, first: np.ndarray, p_first: np.ndarray) -> np.ndarray:
         """``--diameter auto``: the first pass's labels ``first`` (from ``p_first``, not yet
-        `outlined`) measure the cells. Cells about the
-        model's size are kept; larger ones are segmented again at the model's size. Cells that look
-        smaller may be fragments of large cells, so the image is probed shrunk by
-        `scale.PROBE_SCALES`: if the half-size probe finds cells of the same size, they are small
-        and the image is enlarged to the model's size; if it finds larger ones, the network
-        fragments these cells at full size, and the labels of the largest probe whose cells are
-        whole (`scale.whole_probe`) are kept, resized back."""
+        `outlined`) measure the cells (`auto_scale`); the image is segmented again only when
+        it must be resized, and a shrunk probe's labels are kept when the probes chose one."""
+        d, f, chosen = self.auto_scale(image, first)
+        self.last_scale = {"diameter": d, "factor": f or 1.0}
+        if chosen is not None:
+            return self.outlined(scale.labels_to_shape(chosen.labels, image.shape), chosen.p_fg, chosen.scale)
+        return self.outlined(first, p_first, 1.0) if f is None else self.labels_at(image, f)
+
+    def window_labels(self, image: np.ndarray, as_is: Callable[[], tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """``--diameter auto``, measuring cells on a window of the image (`scale.window`;
+        normalised as the whole image, objects cut by its edges left out) when the cells it
+        measures (whole, at the chosen probe's scale) number `scale.MIN_CELLS`; then the whole
+        image is segmented once, at the scale chosen (``as_is()`` when none). Otherwise, and for
+        an image no larger than the window, the image's own first pass measures (`auto_labels`)."""
+        if (win := scale.window(image)) is not None:
+            norm = normalize.percentiles(image, self.meta.norm)
+            view = np.ascontiguousarray(image[(..., *win)])
+            first = scale.interior(self.labels_from(self.probabilities(view, norm=norm)[0], view))
+            d, f, chosen = self.auto_scale(view, first, norm)
+            if scale.count(first if chosen is None else chosen.labels) >= scale.MIN_CELLS:  # the cells measured
+                self.last_scale = {"diameter": d, "factor": f or 1.0}
+                return self.outlined(*as_is(), 1.0) if f is None else self.labels_at(image, f)
+        return self.auto_labels(image, *as_is())
+
+    def auto_scale(self, image: np.ndarray, first: np.ndarray, norm: tuple[float, float] | None = None,
+                   ) -> tuple[float | None, float | None, scale.Probe | None]:
+        """(cell diameter, resize factor or None, the shrunk probe chosen or None) from the
+        labels ``first`` of a pass at full size. Larger cells than the model's are brought to its
+        size. Cells that look smaller or about the model's size may be fragments of large cells
+        (a network labels pieces of about its own cell size), so the image is probed shrunk by
+        `scale.PROBE_SCALES`: if the half-size probe finds cells of the same size, they are what
+        they look (enlarged when small, left alone when about the model's size); if it finds
+        larger ones, the network fragments these cells at full size, and the largest probe whose
+        cells are whole (`scale.whole_probe`) is chosen. With ``norm`` (a window of a larger
+        image) the probes are normalised as the whole image and measured without edge objects."""
         model_d = self.meta.object_diameter
         full = scale.Probe(1.0, first)
         d1 = full.diameter
-        if d1 is None or d1 < model_d / scale.TOLERANCE:
+        if d1 is None or d1 < model_d * scale.TOLERANCE:
             scales = [s for s in scale.PROBE_SCALES if min(image.shape[-2:]) * s >= scale.MIN_PROBE_SIDE]
-            probes = [self.probe(image, s) for s in scales[:1]]
+            probes = [self.probe(image, s, norm) for s in scales[:1]]
             if probes and scale.fragmented(full, probes[0]):
-                probes += [self.probe(image, s) for s in scales[1:]]
+                probes += [self.probe(image, s, norm) for s in scales[1:]]
                 chosen = scale.whole_probe(probes)
-                self.last_scale = {"diameter": chosen.diameter, "factor": chosen.scale}
-                return self.outlined(scale.labels_to_shape(chosen.labels, image.shape), chosen.p_fg, chosen.scale)
+                return chosen.diameter, chosen.scale, chosen
             if d1 is None:
-                return self.outlined(first, p_first, 1.0)
-        f = scale.factor(model_d, d1, auto=True)
-        self.last_scale = {"diameter": d1, "factor": f or 1.0}
-        return self.outlined(first, p_first, 1.0) if f is None else self.labels_at(image, f)
+                return None, None, None
+        return d1, scale.factor(model_d, d1, auto=True), None
 
-    def probe(self, image: np.ndarray, s: float) -> scale.Probe:
-        """Labels of the image resized in-plane by ``s``, at that scale, with their probability."""
+    def probe(self, image: np.ndarray, s: float, norm: tuple[float, float] | None = None) -> scale.Probe:
+        """Labels of the image resized in-plane by ``s``, at that scale, with their probability
+        (``norm`` given: normalised with it, and objects on the edges left out)."""
         resized = scale.resize_plane(image, s)
-        p = self.probabilities(resized)[0]
-        return scale.Probe(s, self.labels_from(p, resized, s), p)
+        p = self.probabilities(resized, norm=norm)[0]
+        labels = self.labels_from(p, resized, s)
+        return scale.Probe(s, labels if norm is None else scale.interior(labels), p)
 
     def labels_from(self, p_fg: np.ndarray, image: np.ndarray, f: float = 1.0) -> np.ndarray:
         """Instance labels from this image's foreground probability (*S); ``f``: how much the image

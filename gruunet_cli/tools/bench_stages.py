@@ -65,7 +65,8 @@ def tiled_sample(size: int) -> np.ndarray:
 def stages(size: int, weights: Path, diameter: float | str | None = "auto", threads: int | None = None,
            one_pass: bool = False, amp: bool = True) -> dict:
     """Seconds of each stage of `segment` on one ``size``² image: read, size estimate (every pass
-    but the last when the image is rescaled), network and post-processing of the final pass,
+    but the final one: a window, probes, a first pass when the image is rescaled), network and
+    post-processing of the final pass (the one whose labels are kept),
     write; plus achieved network GFLOP/s against `plain_conv_gflops` in the same process, for the
     first pass (a single image) and for the same pass again (warm, as every later frame); and with
     ``one_pass`` the final network pass again with the row bands off (`nets/bands.py`), and with them
@@ -74,21 +75,22 @@ def stages(size: int, weights: Path, diameter: float | str | None = "auto", thre
     as `segment --amp` (bf16 on a CPU with native bf16); the plain convolution runs in the same
     precision, and also in float32 (``plain_conv_fp32_gflops``)."""
     predictor = segment.Predictor(weights, segment.SegmentOptions(device="cpu", diameter=diameter, threads=threads, amp=amp))
-    spent: list[tuple[str, float, int]] = []  # (stage, seconds, pixels computed)
-    last_input: list[np.ndarray] = []
+    spent: list[tuple[str, float, tuple[int, ...]]] = []  # (stage, seconds, shape computed)
+    inputs: dict[tuple[int, ...], np.ndarray] = {}  # the last input of each shape
     probabilities, labels_from = predictor.probabilities, predictor.labels_from
 
-    def timed_probabilities(image: np.ndarray, iterations: bool = False) -> np.ndarray:
+    def timed_probabilities(image: np.ndarray, iterations: bool = False,
+                            norm: tuple[float, float] | None = None) -> np.ndarray:
         t0 = time.perf_counter()
-        out = probabilities(image, iterations)
-        spent.append(("network", time.perf_counter() - t0, int(np.prod(image.shape))))
-        last_input[:] = [image]
+        out = probabilities(image, iterations, norm)
+        spent.append(("network", time.perf_counter() - t0, image.shape))
+        inputs[image.shape] = image
         return out
 
     def timed_labels_from(p: np.ndarray, image: np.ndarray, f: float = 1.0) -> np.ndarray:
         t0 = time.perf_counter()
         out = labels_from(p, image, f)
-        spent.append(("post", time.perf_counter() - t0, 0))
+        spent.append(("post", time.perf_counter() - t0, ()))
         return out
 
     predictor.probabilities, predictor.labels_from = timed_probabilities, timed_labels_from  # type: ignore[method-assign]
@@ -104,12 +106,16 @@ def stages(size: int, weights: Path, diameter: float | str | None = "auto", thre
         t0 = time.perf_counter()
         ctc.write_mask(Path(tmp) / "mask000.tif", labels)
         write_s = time.perf_counter() - t0
-    last_net = max(i for i, s in enumerate(spent) if s[0] == "network")
-    final = spent[last_net:]
-    estimate_s = sum(s[1] for s in spent[:last_net])
-    network_s = sum(s[1] for s in final if s[0] == "network")
-    post_s = sum(s[1] for s in final if s[0] == "post")
-    flops = network_flops_per_pixel(predictor.model) * final[0][2]
+    # The final pass is the one whose labels are kept: at the factor used (probes at other scales,
+    # or a window, may run after it or before it; they are the estimate).
+    f = predictor.last_scale["factor"] or 1.0
+    shape = (*image.shape[:-2], *(max(1, int(round(n * f))) for n in image.shape[-2:]))
+    last_net = max(i for i, s in enumerate(spent) if s[0] == "network" and s[2] == shape)
+    final_post = next(i for i in range(last_net, len(spent)) if spent[i][0] == "post")
+    network_s, post_s = spent[last_net][1], spent[final_post][1]
+    estimate_s = sum(s[1] for s in spent) - network_s - post_s
+    pixels_final = int(np.prod(shape))
+    flops = network_flops_per_pixel(predictor.model) * pixels_final
     achieved = flops / network_s / 1e9
     plain = plain_conv_gflops(amp=amp)
     plain32 = plain_conv_gflops() if precision(predictor.device, amp) != "fp32" else plain
@@ -117,7 +123,7 @@ def stages(size: int, weights: Path, diameter: float | str | None = "auto", thre
     # The final pass again, as the next frame of a sequence sees it: oneDNN has built its kernels
     # for these shapes, so this is the rate comparable with the (warmed-up) plain convolution.
     t0 = time.perf_counter()
-    probabilities(last_input[0])
+    probabilities(inputs[shape])
     warm_s = time.perf_counter() - t0
     repeat = {"one_pass_network_s": float("nan"), "banded_network_s": float("nan"), "upsampled_wx_network_s": float("nan")}
     if one_pass:  # the final pass again without bands, then with them, then with W x on the upsampled input
@@ -129,16 +135,16 @@ def stages(size: int, weights: Path, diameter: float | str | None = "auto", thre
                                   ("upsampled_wx_network_s", saved, False)):
                 bands.BAND_PIXELS, upconv.ENABLED = band, up
                 t0 = time.perf_counter()
-                probabilities(last_input[0])
+                probabilities(inputs[shape])
                 repeat[key] = time.perf_counter() - t0
         finally:
             bands.BAND_PIXELS, upconv.ENABLED = saved, True
     return {**repeat, "size": size, "threads": torch.get_num_threads(), "wall_s": wall, "read_s": read_s,
             "estimate_s": estimate_s, "network_s": network_s, "post_s": post_s, "write_s": write_s,
-            "factor": predictor.last_scale["factor"], "pixels_final": final[0][2],
+            "factor": predictor.last_scale["factor"], "pixels_final": pixels_final,
             "network_gflops": achieved, "plain_conv_gflops": plain, "plain_conv_fp32_gflops": plain32,
             "precision": precision(predictor.device, amp), "conv_rate_ratio": achieved / plain,
             "warm_network_s": warm_s, "warm_network_gflops": flops / warm_s / 1e9,
             "warm_conv_rate_ratio": flops / warm_s / 1e9 / plain,
             "executed_flops_per_pixel": network_flops_per_pixel(predictor.model, executed=True),
-            "flops_per_pixel": flops / final[0][2]}
+            "flops_per_pixel": flops / pixels_final}
