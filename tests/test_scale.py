@@ -184,3 +184,22 @@ def test_auto_diameter_sees_fragments_of_the_models_own_size(monkeypatch: pytest
         if side > image.size:
             assert p.last_scale["factor"] in scale.PROBE_SCALES, p.last_scale  # by the probes
         assert auto > plain + 0.05, (side, auto, plain)
+
+
+@pytest.mark.skipif(not NUCLEI.exists(), reason="shipped weights not in this checkout")
+def test_auto_diameter_measures_a_stack_on_an_in_plane_window() -> None:
+    """A 2D model's (Z, H, W) stack is measured on the same in-plane window as one of its slices
+    would be, and segmented at the same scale (two identical slices: the same mask twice)."""
+    from gruunet_cli.tools.bench_stages import tiled_sample
+
+    plane = tiled_sample(600)
+    stack = np.stack([plane, plane])
+    assert scale.window(stack) == scale.window(plane) is not None
+    p2 = segment.Predictor(NUCLEI, segment.SegmentOptions(device="cpu", threads=1))
+    flat = p2.labels(plane)
+    p3 = segment.Predictor(NUCLEI, segment.SegmentOptions(device="cpu", threads=1))
+    labels = p3.labels(stack)
+    assert labels.shape == stack.shape
+    assert p3.last_scale["factor"] == pytest.approx(p2.last_scale["factor"], rel=0.05), (p3.last_scale, p2.last_scale)
+    assert np.array_equal(labels[0] > 0, labels[1] > 0)
+    assert metrics.seg_score(metrics.match_objects(flat, labels[0]).jaccard) > 0.95

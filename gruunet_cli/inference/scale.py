@@ -168,20 +168,6 @@ def count(labels: np.ndarray) -> int:
     return int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
 
 
-def interior(labels: np.ndarray) -> np.ndarray:
-    """Labels without the objects that touch the in-plane edges (cut by a window, they would
-    measure small); unchanged when every object touches them.
-
-    >>> interior(np.array([[1, 0, 0, 0], [0, 0, 2, 0], [0, 0, 0, 0]])).tolist()
-    [[0, 0, 0, 0], [0, 0, 2, 0], [0, 0, 0, 0]]
-    """
-    rims = [labels[..., 0, :], labels[..., -1, :], labels[..., :, 0], labels[..., :, -1]]
-    edge = np.unique(np.concatenate([r.ravel() for r in rims]))
-    edge = edge[edge > 0]
-    kept = np.where(np.isin(labels, edge), 0, labels) if edge.size else labels
-    return kept if kept.any() else labels
-
-
 def resize_plane(image: np.ndarray, f: float) -> np.ndarray:
     """(*Z, H, W) → (*Z, round(f·H), round(f·W)) float32, bilinear (area-smoothed when shrinking)."""
     shape = (*image.shape[:-2], *(max(1, int(round(s * f))) for s in image.shape[-2:]))

@@ -149,15 +149,15 @@ class Predictor:
         return self.outlined(first, p_first, 1.0) if f is None else self.labels_at(image, f)
 
     def window_labels(self, image: np.ndarray, as_is: Callable[[], tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """``--diameter auto``, measuring cells on a window of the image (`scale.window`;
-        normalised as the whole image, objects cut by its edges left out) when the cells it
+        """``--diameter auto``, measuring cells on a window of the image (`scale.window`,
+        normalised as the whole image) when the cells it
         measures (whole, at the chosen probe's scale) number `scale.MIN_CELLS`; then the whole
         image is segmented once, at the scale chosen (``as_is()`` when none). Otherwise, and for
         an image no larger than the window, the image's own first pass measures (`auto_labels`)."""
         if (win := scale.window(image)) is not None:
             norm = normalize.percentiles(image, self.meta.norm)
             view = np.ascontiguousarray(image[(..., *win)])
-            first = scale.interior(self.labels_from(self.probabilities(view, norm=norm)[0], view))
+            first = self.labels_from(self.probabilities(view, norm=norm)[0], view)
             d, f, chosen = self.auto_scale(view, first, norm)
             if scale.count(first if chosen is None else chosen.labels) >= scale.MIN_CELLS:  # the cells measured
                 self.last_scale = {"diameter": d, "factor": f or 1.0}
@@ -174,7 +174,7 @@ class Predictor:
         they look (enlarged when small, left alone when about the model's size); if it finds
         larger ones, the network fragments these cells at full size, and the largest probe whose
         cells are whole (`scale.whole_probe`) is chosen. With ``norm`` (a window of a larger
-        image) the probes are normalised as the whole image and measured without edge objects."""
+        image) the probes are normalised as the whole image."""
         model_d = self.meta.object_diameter
         full = scale.Probe(1.0, first)
         d1 = full.diameter
@@ -191,11 +191,11 @@ class Predictor:
 
     def probe(self, image: np.ndarray, s: float, norm: tuple[float, float] | None = None) -> scale.Probe:
         """Labels of the image resized in-plane by ``s``, at that scale, with their probability
-        (``norm`` given: normalised with it, and objects on the edges left out)."""
+        (``norm`` given: normalised with it)."""
         resized = scale.resize_plane(image, s)
         p = self.probabilities(resized, norm=norm)[0]
         labels = self.labels_from(p, resized, s)
-        return scale.Probe(s, labels if norm is None else scale.interior(labels), p)
+        return scale.Probe(s, labels, p)
 
     def labels_from(self, p_fg: np.ndarray, image: np.ndarray, f: float = 1.0) -> np.ndarray:
         """Instance labels from this image's foreground probability (*S); ``f``: how much the image
