@@ -115,7 +115,7 @@ def train(
     object_intensity: ObjectIntensity = None,
     init: Annotated[Path | None, typer.Option(help="Start from this model file's weights (fine-tuning); its architecture is used.", rich_help_panel="Network and loss")] = None,
     unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels.", rich_help_panel="Network and loss")] = 64,
-    choose_outline: Annotated[bool, typer.Option("--choose-outline/--no-choose-outline", help="Afterwards, choose the probability level objects' outlines follow by SEG on the validation frames, segmented as `segment` does by default, and write it into the model file.", rich_help_panel="Schedule")] = True,
+    choose_outline: Annotated[bool, typer.Option("--choose-outline/--no-choose-outline", help="Afterwards, on the validation frames: measure how the model sizes cells larger than its own (for --diameter auto), and choose the probability level objects' outlines follow by SEG, segmented as `segment` does by default; both are written into the model file.", rich_help_panel="Schedule")] = True,
 ) -> None:
     """Train GRUU-Net (or the U-Net baseline) on CTC sequences and image/mask folders, as in the paper's Section 2.3."""
     from .files.sources import parse
@@ -150,9 +150,9 @@ def train(
         raise typer.Exit(128 + result.signal)  # 130 after Ctrl-C, 143 after SIGTERM
     if main_rank and choose_outline:
         from .inference.segment import SegmentOptions
-        from .tools import outline
+        from .tools import sizing
 
-        typer.echo(outline.choose_and_record(result.model_path, SegmentOptions(device=device, threads=threads)))
+        typer.echo("\n".join(sizing.after_training(result.model_path, SegmentOptions(device=device, threads=threads))))
 
 
 @app.command(cls=Command)

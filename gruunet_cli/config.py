@@ -133,12 +133,19 @@ class ModelMeta:
     # Median in-plane equivalent diameter (px) of the training objects: the cell size the model
     # knows, for `segment --diameter` (None in files that predate it or had no objects).
     object_diameter: float | None = None
+    # How this model measures cells larger than its own (`tools.sizing`): the median ratio, on
+    # validation images, of the diameter the first pass of `--diameter auto` found to the
+    # reference's; that pass's larger diameters are divided by it. None: taken as measured.
+    large_cell_ratio: float | None = None
     training: dict[str, Any] = field(default_factory=dict)  # provenance: data, iterations, scores, command
 
     def __post_init__(self) -> None:
         d = self.object_diameter
         if d is not None and (isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d < 1e6):
             raise ValueError(f"object_diameter must be a positive number of pixels, not {d!r}")
+        r = self.large_cell_ratio
+        if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.25 <= r <= 4):
+            raise ValueError(f"large_cell_ratio must be a number in 0.25..4, not {r!r}")
 
 
 T = TypeVar("T")

@@ -173,6 +173,8 @@ def test_mixed_sources_train_a_few_iterations(tmp_path: Path) -> None:
     assert len(chosen["frames"]) == len(val_names) and {n.split(":")[0] for n in val_names} == {"01", "sd", "cp"}
     assert {n.split(":")[-1] for n in val_names if n.startswith("01:")} <= set(chosen["frames"])
     assert "outline " in result.output and meta.post.outline == chosen["outline"]
+    # and how it sizes cells larger than its own, measured there first (too few here: unset)
+    assert "large cells: " in result.output and meta.large_cell_ratio == meta.training["large_cell_sizing"]["ratio"]
 
 
 @pytest.mark.slow

@@ -24,13 +24,7 @@ from ..files import ctc, images, modelfile
 from ..files.atomic import writable_dir
 from . import instances, normalize, scale
 from .jobs import Job, check_image, input_jobs, mask_is_done
-from .outputs import (
-    SCALES_FILE,
-    describe_scale,
-    write_iterations,
-    write_overlay,
-    write_scales,
-)
+from .outputs import SCALES_FILE, describe_scale, write_iterations, write_overlay, write_scales
 from .predict import probability
 from .runtime import resolve_device, set_threads
 
@@ -187,6 +181,8 @@ class Predictor:
                 return chosen.diameter, chosen.scale, chosen
             if d1 is None:
                 return None, None, None
+        if d1 >= model_d * scale.TOLERANCE:  # cells larger than the model's come out narrower (`tools.sizing`)
+            d1 /= self.meta.large_cell_ratio or 1.0
         return d1, scale.factor(model_d, d1, auto=True), None
 
     def probe(self, image: np.ndarray, s: float, norm: tuple[float, float] | None = None) -> scale.Probe:

@@ -1,0 +1,117 @@
+"""How a model sizes cells larger than its own (`tools.sizing`), and `--diameter auto` correcting for it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from helpers import NUCLEI
+
+from gruunet_cli.config import ModelMeta
+from gruunet_cli.files import modelfile
+from gruunet_cli.inference import scale, segment
+from gruunet_cli.tools import demo, sizing
+
+needs_nuclei = pytest.mark.skipif(not NUCLEI.exists(), reason="shipped weights not in this checkout")
+
+
+def uncalibrated_copy(tmp_path: Path) -> Path:
+    """The generalist's weights with no ratio recorded."""
+    weights = tmp_path / "nuclei.safetensors"
+    shutil.copy(NUCLEI, weights)
+    sizing.record(weights, sizing.Sizing(None, {}))
+    assert modelfile.read_meta(weights).large_cell_ratio is None
+    return weights
+
+
+def sample_01(zoom: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled 01 image (512², nuclei of 24 px: larger than the generalist's 17), enlarged by
+    ``zoom``, and its reference."""
+    image, truth = tifffile.imread(demo.SAMPLE / "01" / "t000.tif"), tifffile.imread(demo.SAMPLE / "01_GT" / "SEG" / "man_seg000.tif")
+    if zoom == 1.0:
+        return image, truth
+    image = scale.resize_plane(image, zoom)
+    return image, scale.labels_to_shape(truth, image.shape)
+
+
+@needs_nuclei
+def test_the_ratio_brings_auto_to_the_true_diameter(tmp_path: Path) -> None:
+    """The generalist draws nuclei larger than its own narrower than they are, so `--diameter auto`
+    shrinks such an image too little. Measured on the four quadrants of the 01 image enlarged to
+    30-px nuclei (frames whose first pass fragments the nuclei are not measured), the ratio is
+    the median of (first-pass diameter) / (reference diameter); recorded, auto on the whole image
+    finds the true diameter and segments fewer pixels."""
+    weights = uncalibrated_copy(tmp_path)
+    image, truth = sample_01(1.25)
+    h = image.shape[0] // 2
+    pairs = []
+    for i, (y, x) in enumerate([(0, 0), (0, h), (h, 0), (h, h)]):
+        tifffile.imwrite(tmp_path / f"i{i}.tif", image[y:y + h, x:x + h])
+        tifffile.imwrite(tmp_path / f"r{i}.tif", truth[y:y + h, x:x + h])
+        pairs.append((tmp_path / f"i{i}.tif", tmp_path / f"r{i}.tif"))
+    opts = segment.SegmentOptions(device="cpu", threads=1)
+    before = segment.Predictor(weights, opts)
+    before.labels(image)
+    d_before, f_before = before.last_scale["diameter"], before.last_scale["factor"]
+
+    found = sizing.measure(segment.Predictor(weights, opts), pairs, min_frames=1)
+    assert len(found.ratios) >= 1
+    for name, ratio in found.ratios.items():  # by hand: the median of the first pass's cells against the reference's
+        frame = tifffile.imread(tmp_path / name.replace("r", "i"))
+        first = before.labels_from(before.probabilities(frame)[0], frame)
+        assert scale.object_diameter([first]) >= scale.TOLERANCE * before.meta.object_diameter
+        assert ratio == pytest.approx(scale.object_diameter([first]) / scale.object_diameter([tifffile.imread(tmp_path / name)]))
+    assert found.ratio == pytest.approx(float(np.median(list(found.ratios.values()))))
+    assert 0.85 < found.ratio < 0.97  # narrower, as on the DSB validation images
+
+    sizing.record(weights, found)
+    meta = modelfile.read_meta(weights)
+    assert meta.large_cell_ratio == found.ratio and meta.training["large_cell_sizing"]["ratio"] == found.ratio
+    after = segment.Predictor(weights, opts)
+    after.labels(image)
+    true_d = scale.object_diameter([truth])
+    assert after.last_scale["diameter"] == pytest.approx(d_before / found.ratio)
+    assert abs(after.last_scale["diameter"] / true_d - 1) < 0.03 < abs(d_before / true_d - 1), (after.last_scale, d_before, true_d)
+    assert after.last_scale["factor"] < f_before  # shrunk more: fewer pixels through the network
+
+
+@needs_nuclei
+def test_too_few_frames_with_large_cells_leave_auto_as_it_was(tmp_path: Path) -> None:
+    """Small cells (the bundled 02 image, 9 px) are not measured; with fewer frames than asked the
+    ratio stays unset and `segment` does what it did."""
+    weights = uncalibrated_copy(tmp_path)
+    image, _ = sample_01()
+    pairs = [(demo.SAMPLE / "02" / "t000.tif", demo.SAMPLE / "02_GT" / "SEG" / "man_seg000.tif")]
+    opts = segment.SegmentOptions(device="cpu", threads=1)
+    found = sizing.measure(segment.Predictor(weights, opts), pairs, min_frames=1)
+    assert found == sizing.Sizing(None, {})
+    assert "measured as they are" in sizing.describe(found)
+    before = segment.Predictor(weights, opts).labels(image)
+    sizing.record(weights, found)
+    assert np.array_equal(segment.Predictor(weights, opts).labels(image), before)
+
+
+def test_a_ratio_out_of_range_is_refused() -> None:
+    for bad in (0.0, 5.0, True, "0.9"):
+        with pytest.raises(ValueError):
+            ModelMeta(large_cell_ratio=bad)  # type: ignore[arg-type]
+    assert ModelMeta(large_cell_ratio=0.9).large_cell_ratio == 0.9
+
+
+@needs_nuclei
+@pytest.mark.slow
+def test_the_shipped_ratio_is_what_its_validation_images_give(shared_data: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """`python -m gruunet_cli.tools.sizing` on a copy of the shipped generalist finds its recorded
+    ratio again on its 23 DSB validation images (found where the file names them, under ../shared)."""
+    weights = uncalibrated_copy(tmp_path)
+    monkeypatch.chdir(demo.REPO)  # the file names its sources relative to the checkout
+    sizing.main([str(weights), "1"])
+    shipped = modelfile.read_meta(NUCLEI)
+    found = modelfile.read_meta(weights)
+    assert shipped.large_cell_ratio is not None and found.large_cell_ratio == pytest.approx(shipped.large_cell_ratio, abs=0.01)
+    assert set(found.training["large_cell_sizing"]["frames"]) == set(shipped.training["large_cell_sizing"]["frames"])
+    assert "median of 7 validation frames" in capsys.readouterr().out
