@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -92,6 +93,16 @@ def test_too_few_frames_with_large_cells_leave_auto_as_it_was(tmp_path: Path) ->
     before = segment.Predictor(weights, opts).labels(image)
     sizing.record(weights, found)
     assert np.array_equal(segment.Predictor(weights, opts).labels(image), before)
+
+
+@needs_nuclei
+def test_a_model_without_a_training_size_measures_nothing(tmp_path: Path) -> None:
+    """The generalist with its training size removed: auto takes images as they are, so there is nothing to correct."""
+    weights = uncalibrated_copy(tmp_path)
+    model, meta = modelfile.load(weights)
+    modelfile.save(weights, model, dataclasses.replace(meta, object_diameter=None))
+    pairs = [(demo.SAMPLE / "01" / "t000.tif", demo.SAMPLE / "01_GT" / "SEG" / "man_seg000.tif")]
+    assert sizing.measure(segment.Predictor(weights, segment.SegmentOptions(device="cpu", threads=1)), pairs, min_frames=1) == sizing.Sizing(None, {})
 
 
 def test_a_ratio_out_of_range_is_refused() -> None:

@@ -37,11 +37,13 @@ def first_pass_diameter(predictor: Predictor, image: np.ndarray) -> float | None
     """The diameter the first pass of ``--diameter auto`` measures on the whole image when its cells
     are larger than the model's (by `scale.TOLERANCE`) and taken as measured, before calibration;
     None otherwise (cells about the model's size or smaller, or probed shrunk)."""
+    model_d = predictor.meta.object_diameter
+    if not model_d:  # no training size: auto takes images as they are
+        return None
     raw = copy.copy(predictor)  # the same network, uncalibrated
     raw.meta = dataclasses.replace(predictor.meta, large_cell_ratio=None)
     first = raw.labels_from(raw.probabilities(image)[0], image)
     d, _, chosen = raw.auto_scale(image, first)
-    model_d = raw.meta.object_diameter
     return d if chosen is None and d is not None and d >= model_d * scale.TOLERANCE else None
 
 
