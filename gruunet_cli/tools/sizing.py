@@ -2,10 +2,10 @@
 
 `segment --diameter auto` measures an image's cells on a first pass at full size and resizes the
 image so they get the model's size. Cells larger than the model's come out narrower on that pass
-than they are: `gruunet-nuclei` (17-px nuclei) drew the larger nuclei of 10 DSB validation images
-at a median 0.92 of the reference's diameter (0.61–0.98), so such images were shrunk too little.
-On the tiled 512² benchmark image that was 7% too many pixels per side, which both costs time
-and lowered SEG. This module measures that ratio on the validation frames (on which the network
+than they are: `gruunet-nuclei` (17-px nuclei) drew the larger nuclei of 7 DSB validation images
+at a median 0.91 of the reference's diameter (0.61–0.98), so such images were shrunk too little:
+on the bundled 01 image 7% too many pixels per side, which costs time (validation SEG is level
+either way). This module measures that ratio on the validation frames (on which the network
 was never trained) and records it in the model file (``ModelMeta.large_cell_ratio``); the first
 pass's diameters of cells larger than the model's are divided by it (`Predictor.auto_scale`).
 """
