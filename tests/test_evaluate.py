@@ -100,6 +100,12 @@ def test_json_and_table(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["seg"] == pytest.approx(evaluate(res, gt).seg)
     assert "SEG" in result.output and "man_seg000.tif" in result.output
+    lost = data["seg_losses"]  # where SEG is lost: every reference object once, adding up to 1 − SEG
+    assert sum(lost[k] for k in ("missed", "split", "merged", "outline")) == data["objects"]
+    loss = sum(lost[k + "_loss"] for k in ("missed", "split", "merged", "outline")) / data["objects"]
+    assert loss == pytest.approx(1 - data["seg"], abs=1e-12)
+    assert data["rows"][0]["losses"] == lost  # one reference file: its row is the total
+    assert f"1 − SEG = {1 - data['seg']:.3f} = missed" in result.output
 
 
 def _shared_case(src: Path, tmp_path: Path, frames: int | None = None) -> Path:

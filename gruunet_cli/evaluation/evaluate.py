@@ -21,6 +21,7 @@ from ..errors import UserError
 from ..files import ctc
 from ..files.atomic import write_text
 from . import metrics
+from .losses import KINDS, SegLosses, seg_losses
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class FrameRow:
     missing_result: bool
     # every cell annotated: no TRA marker of the frame lacks a reference label (None: no TRA to tell)
     complete: bool | None = None
+    losses: SegLosses = field(default_factory=SegLosses)  # where this file's SEG is lost (`losses`)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Report:
     missing_frames: list[int] = field(default_factory=list)
     dice_files: list[str] = field(default_factory=list)  # the reference files Dice and Hausdorff are over
     rows: list[FrameRow] = field(default_factory=list)
+    seg_losses: SegLosses = field(default_factory=SegLosses)  # over all reference files
 
 
 def _result_for(frame: int, masks: dict[int, ctc.FrameFile]) -> np.ndarray | None:
@@ -109,6 +112,7 @@ def _score_frame(
                 hausdorff=metrics.hausdorff(ref_fg, res_fg),
                 missing_result=res is None,
                 complete=complete,
+                losses=seg_losses(m),
             )
         )
     det = None
@@ -167,6 +171,7 @@ def evaluate(res_dir: Path, gt_dir: Path, workers: int | None = None, progress=N
         missing_frames=sorted({r.frame for r in rows if r.missing_result}),
         dice_files=[r.gt_file for r in full],
         rows=rows,
+        seg_losses=sum((r.losses for r in rows), SegLosses()),
     )
 
 
@@ -236,6 +241,10 @@ def print_report(report: Report, console, per_frame: bool = True) -> None:
         console.print(f"Dice and Hausdorff over the {len(report.dice_files)} fully annotated reference file(s) of "
                       f"{len(report.rows)} (the others leave cells with a TRA marker unannotated): "
                       + (", ".join(report.dice_files) or "none"))
+    if report.objects:
+        lost, n = report.seg_losses.shares(), report.seg_losses
+        console.print(f"1 − SEG = {sum(lost.values()):.3f} = " + " + ".join(f"{k} {lost[k]:.3f}" for k in KINDS))
+        console.print("(reference objects: " + ", ".join(f"{getattr(n, k)} {k}" for k in KINDS) + ")")
     if report.det_errors is not None:
         e = report.det_errors
         console.print(f"DET errors: {e.fn} false negatives, {e.fp} false positives, {e.ns} splits, {e.markers} markers")

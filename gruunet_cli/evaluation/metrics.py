@@ -85,12 +85,14 @@ def _compact(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class SegMatch:
-    """Per reference object: its label, size, matched result label (0 = none) and Jaccard."""
+    """Per reference object: its label, size, matched result label (0 = none), Jaccard, and how
+    many of its pixels any result object covers."""
 
     ref_labels: np.ndarray  # (n,) int64
     ref_sizes: np.ndarray  # (n,) int64
     res_labels: np.ndarray  # (n,) int64, 0 where unmatched
     jaccard: np.ndarray  # (n,) float64, 0 where unmatched
+    covered: np.ndarray  # (n,) int64, pixels under result foreground
 
 
 def match_objects(ref: np.ndarray, res: np.ndarray) -> SegMatch:
@@ -114,7 +116,9 @@ def match_objects(ref: np.ndarray, res: np.ndarray) -> SegMatch:
     inter = counts[hit]
     matched_res[pos] = res_ids[hit]
     jaccard[pos] = inter / (sizes[pos] + res_sizes[np.searchsorted(res_labels, res_ids[hit])] - inter)
-    return SegMatch(labels, sizes, matched_res, jaccard)
+    fg = res_ids != 0
+    covered = np.bincount(np.searchsorted(labels, ref_ids[fg]), weights=counts[fg], minlength=labels.size)
+    return SegMatch(labels, sizes, matched_res, jaccard, covered.astype(np.int64))
 
 
 def seg_score(jaccards: np.ndarray) -> float:
