@@ -14,16 +14,9 @@ import typer
 
 from .config import Arch, LossName, LRSchedule, default_model
 from .errors import UserError, user_errors
-from .options import ClipGrad, Command, Device, ObjectIntensity, checked_range, parse_diameter, parse_outline
+from .options import (ChooseTTA, ClipGrad, Command, Device, ObjectIntensity, checked_range, parse_diameter, parse_outline,
+                      show_version)
 from .tools.bench_cli import bench_app
-
-
-def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
-
-        typer.echo(f"gruunet {version('gruunet')}")
-        raise typer.Exit()
 
 
 app = typer.Typer(
@@ -38,7 +31,7 @@ app = typer.Typer(
 
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """GRUU-Net cell segmentation for Cell Tracking Challenge microscopy sequences."""
 
@@ -116,6 +109,7 @@ def train(
     init: Annotated[Path | None, typer.Option(help="Start from this model file's weights (fine-tuning); its architecture is used.", rich_help_panel="Network and loss")] = None,
     unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels.", rich_help_panel="Network and loss")] = 64,
     choose_outline: Annotated[bool, typer.Option("--choose-outline/--no-choose-outline", help="Afterwards, on the validation frames: measure how the model sizes cells larger than its own (for --diameter auto), and choose the probability level objects' outlines follow by SEG, segmented as `segment` does by default; both are written into the model file.", rich_help_panel="Schedule")] = True,
+    choose_tta: ChooseTTA = False,
 ) -> None:
     """Train GRUU-Net (or the U-Net baseline) on CTC sequences and image/mask folders, as in the paper's Section 2.3."""
     from .files.sources import parse
@@ -152,7 +146,7 @@ def train(
         from .inference.segment import SegmentOptions
         from .tools import sizing
 
-        typer.echo("\n".join(sizing.after_training(result.model_path, SegmentOptions(device=device, threads=threads))))
+        typer.echo("\n".join(sizing.after_training(result.model_path, SegmentOptions(device=device, threads=threads), choose_tta)))
 
 
 @app.command(cls=Command)
@@ -174,7 +168,8 @@ def segment(
     grow: Annotated[int | None, typer.Option(help="Pixels to grow labels back over the separating ring (default: model file's).")] = None,
     split: Annotated[bool | None, typer.Option("--split/--no-split", help="Cut joined cells apart at distance-map necks (default: model file's).")] = None,
     split_h: Annotated[float | None, typer.Option(min=0.0, help="Pixels each distance peak must rise above the neck to be cut (default: model file's).")] = None,
-    outline: Annotated[str | None, typer.Option(help="Probability level the objects' outlines follow on the image's own grid, or 'off' for the threshold's at the network's scale (default: model file's).")] = None,
+    outline: Annotated[str | None, typer.Option(help="Probability level the objects' outlines follow on the image's own grid, or 'off' for the threshold's at the network's scale; for every image, enlarged or not (default: model file's).")] = None,
+    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average the probability over the 8 flips and 90° rotations of each image: 8x the time (default: model file's).")] = None,
     diameter: Annotated[str, typer.Option(help="Cell diameter in pixels, 'auto' (estimated) or 'off': resize images so cells have the training size.")] = "auto",
     iterations: Annotated[Path | None, typer.Option(help="Write the 9 per-iteration GRU maps (paper Fig. 7) of the first frame here.")] = None,
     overlay: Annotated[Path | None, typer.Option(help="Write PNG overlays of mask contours on the image here.")] = None,
@@ -188,8 +183,8 @@ def segment(
     weights = weights or WEIGHTS
     if not source.exists():
         raise UserError("does not exist", source)
-    given = dict(threshold=threshold, min_size=min_size, grow=grow, split=split, split_h=split_h)
-    overrides = {k: v for k, v in given.items() if v is not None} | ({} if outline is None else {"outline": parse_outline(outline)})
+    given = dict(threshold=threshold, min_size=min_size, grow=grow, split=split, split_h=split_h, tta=tta)
+    overrides = {k: v for k, v in given.items() if v is not None} | ({} if outline is None else {"outline": parse_outline(outline), "outline_enlarged": None})
     opts = seg.SegmentOptions(tile=tile, tile_z=tile_z, overlap=overlap, batch=batch, device=device, amp=amp,
                               threads=threads, overwrite=overwrite, diameter=parse_diameter(diameter), channel=channel,
                               post_overrides=overrides)
@@ -268,6 +263,7 @@ def reproduce(
     lr: Annotated[float, typer.Option(min=1e-8, help="AMSGrad learning rate (the paper's 1e-3), as for train.")] = 1e-3,
     choose_min_size: Annotated[bool, typer.Option("--choose-min-size/--no-choose-min-size", help="Choose the smallest object kept by DET against TRA on the training video's frames without SEG reference, and write it into the model file.")] = True,
     choose_outline: Annotated[bool, typer.Option("--choose-outline/--no-choose-outline", help="Choose the probability level objects' outlines follow by SEG on the training video's validation frames, and write it into the model file.")] = True,
+    choose_tta: ChooseTTA = False,
 ) -> None:
     """The paper's CTC protocol: train on one video, test on the other, both ways, GRUU-Net vs U-Net."""
     from .config import ModelConfig
@@ -285,7 +281,7 @@ def reproduce(
                           val_interval=val_interval, workers=workers, device=device, patience=patience, threads=threads, lr_schedule=lr_schedule, ema=ema, clip_grad=clip_grad, seed=seed, lr=lr,
                           scale_to=scale_to, background_crops=background_crops, augment=AugmentConfig.switched(object_intensity=object_intensity))
     rp.run(dataset, out, base, ablation, SegmentOptions(device=device, threads=threads), log=typer.echo, resume=resume,
-           only=tuple(only or ()), choose_min_size=choose_min_size, choose_outline=choose_outline)
+           only=tuple(only or ()), choose_min_size=choose_min_size, choose_outline=choose_outline, choose_tta=choose_tta)
     typer.echo((out / "table.md").read_text())
 
 

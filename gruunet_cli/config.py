@@ -98,7 +98,7 @@ class NormConfig:
 
 @dataclass(frozen=True)
 class PostConfig:
-    """From foreground probability to instances (see `instances.py`)."""
+    """How `segment` gets the foreground probability (``tta``) and turns it into instances (see `instances.py`)."""
 
     threshold: float = 0.5
     min_size: int = 15  # pixels (voxels in 3D); smaller objects are dropped
@@ -114,13 +114,28 @@ class PostConfig:
     # their outlines follow (`instances.outline`); None: the threshold's outline at the network's
     # scale. `reproduce` chooses it on the training video's validation frames.
     outline: float | None = None
+    # The level for images `segment` enlarged to the model's cell size (None: ``outline``): the
+    # network draws an enlarged image's blurrier edges wider, so these want a higher level (the
+    # same DSB images shrunk 5x, so that segment enlarges them 1.6-1.8x, moved from 0.45 to 0.5).
+    outline_enlarged: float | None = None
+    # Average the probability over the 8 flips and 90° rotations of the image plane (8x the
+    # time; `segment --tta`): chosen per model file on its validation frames, with the outline.
+    tta: bool = False
 
     def __post_init__(self) -> None:
-        levels = (self.threshold, self.grow_threshold, self.threshold if self.outline is None else self.outline)
+        levels = (self.threshold, self.grow_threshold, *(self.threshold if v is None else v for v in (self.outline, self.outline_enlarged)))
         if not all(-1.0 <= v <= 1.0 for v in levels):  # below 0: all foreground
             raise ValueError("thresholds must lie in -1..1")
         if self.min_size < 0 or self.grow < 0 or self.split_h < 0 or self.split_sigma < 0:
             raise ValueError("min_size, grow, split_h and split_sigma must not be negative")
+
+    def outline_at(self, f: float) -> float | None:
+        """The outline level for an image resized in-plane by ``f`` before the network saw it.
+
+        >>> PostConfig(outline=0.45, outline_enlarged=0.55).outline_at(1.8), PostConfig(outline=0.45).outline_at(1.8)
+        (0.55, 0.45)
+        """
+        return self.outline_enlarged if f > 1.0 and self.outline_enlarged is not None else self.outline
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from helpers import STARDIST2D
+from helpers import STARDIST2D, random_model_file
 from typer.testing import CliRunner
 
 from gruunet_cli.cli import app
@@ -120,3 +120,57 @@ def test_segment_outline_option_is_checked(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["segment", str(SAMPLE / "02"), str(tmp_path / "o"), "--outline", "1.5"])
     assert r.exit_code == 2 and "--outline must be a probability level between 0 and 1 or 'off'" in r.output
     assert not (tmp_path / "o").exists()
+
+
+def disc_frames(enlarged: int, others: int) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """(probability at the network's scale, factor, reference) per frame: one cone of radius 20 px
+    in the frame's pixels. Frames enlarged 2x (cone drawn at 96² with radius 40) hold a disc of
+    radius 8, the 0.6 level (hand-computed: (1 - 0.6)·20); the others (48², factor 1) a disc of
+    radius 12, the 0.4 level."""
+    frames = []
+    for f, r in [(2.0, 8)] * enlarged + [(1.0, 12)] * others:
+        n = int(48 * f)
+        ref = disc((48, 48), (23.5, 23.5), r).astype(np.uint16)
+        frames.append((cone((n, n), ((n - 1) / 2, (n - 1) / 2), 20 * f), f, ref))
+    return frames
+
+
+def test_enlarged_frames_get_their_own_outline_level(tmp_path: Path) -> None:
+    """Three frames `segment` enlarges want level 0.6, three it does not 0.4: each group gets its
+    level (SEG ~1 at it, below 0.8 at the other's), recorded in the model file; with only two enlarged frames one level is
+    chosen for all and ``outline_enlarged`` stays unset."""
+    choice = outline.choose_from(disc_frames(3, 3), PostConfig(), 2)
+    assert (choice.outline, choice.outline_enlarged, choice.enlarged_frames) == (0.4, 0.6, 3)
+    assert choice.seg["0.4"] > 0.97 and choice.seg_enlarged["0.6"] > 0.97  # pixels on the circle go either way
+    assert choice.seg["0.6"] < 0.8 and choice.seg_enlarged["0.4"] < 0.8 and "none" not in choice.seg_enlarged
+    assert choice.seg_by_split_h["0.5"] == pytest.approx((3 * choice.seg["0.4"] + 3 * choice.seg_enlarged["0.6"]) / 6)
+    weights = random_model_file(tmp_path)
+    outline.record(weights, choice)
+    meta = modelfile.read_meta(weights)
+    assert (meta.post.outline, meta.post.outline_enlarged) == (0.4, 0.6)
+    assert meta.training["outline_choice"]["outline_enlarged"] == 0.6 and meta.training["outline_choice"]["enlarged_frames"] == 3
+    assert "enlarged frames 0.6" in outline.describe(choice)
+    single = outline.choose_from(disc_frames(2, 3), PostConfig(), 2)
+    assert single.outline_enlarged is None and single.seg_enlarged == {} and single.outline in (0.4, 0.45, 0.5, 0.55, 0.6)
+
+
+@pytest.mark.skipif(not STARDIST2D.exists(), reason="shipped weights not in this checkout")
+def test_segment_outlines_enlarged_images_at_their_level(tmp_path: Path) -> None:
+    """The demo image is enlarged (its 9-px nuclei to the model's size): with the file's
+    ``outline_enlarged`` 0.7 `segment` writes what 0.7 as the only level writes, unlike 0.45;
+    ``--outline 0.45`` applies 0.45 to every image, enlarged or not."""
+    model, meta = modelfile.load(STARDIST2D)
+    both = modelfile.save(tmp_path / "both", model, dataclasses.replace(meta, post=dataclasses.replace(
+        meta.post, outline=0.45, outline_enlarged=0.7)))
+    opts = SegmentOptions(diameter="auto", threads=1, device="cpu")
+    image = tifffile.imread(SAMPLE / "02" / "t000.tif")
+    predictor = Predictor(both, opts)
+    got = predictor.labels(image)
+    assert predictor.last_scale["factor"] > 1
+    only = {v: Predictor(STARDIST2D, dataclasses.replace(opts, post_overrides={"outline": v, "outline_enlarged": None})).labels(image)
+            for v in (0.45, 0.7)}
+    assert np.array_equal(got, only[0.7]) and not np.array_equal(got, only[0.45])
+    r = CliRunner().invoke(app, ["segment", str(SAMPLE / "02"), str(tmp_path / "o"), "--weights", str(both),
+                                 "--outline", "0.45", "--threads", "1", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(tifffile.imread(tmp_path / "o" / "mask000.tif"), only[0.45])

@@ -89,7 +89,7 @@ class Predictor:
         o = self.opts
         return probability(self.model, image, self.device, tile=o.tile, tile_z=o.tile_z, overlap=o.overlap,
                            batch=self.batch, amp=o.amp, prepare=lambda t: normalize.apply(t, lo, hi),
-                           iterations=iterations)
+                           iterations=iterations, tta=self.post.tta)
 
     def labels(self, image: np.ndarray, p_fg: np.ndarray | None = None) -> np.ndarray:
         """Instance labels (uint16, 0 = background) of the same shape as ``image``.
@@ -125,12 +125,14 @@ class Predictor:
 
     def outlined(self, labels: np.ndarray, p_fg: np.ndarray, f: float) -> np.ndarray:
         """``labels`` (*S, the image's shape) re-outlined on the probability ``p_fg`` (*s, found on
-        the image resized by ``f``) when the model file sets ``post.outline``."""
-        if self.post.outline is None:
+        the image resized by ``f``) when the model file sets an outline level for such images
+        (`PostConfig.outline_at`)."""
+        level = self.post.outline_at(f)
+        if level is None:
             return labels
         reach = int(np.ceil(1 / f)) + 1  # one pixel of the network's grid, and one more
         p = p_fg if p_fg.shape == labels.shape else scale.probability_to_shape(p_fg, labels.shape)
-        return instances.outline(labels, p, self.post.outline, reach, in_plane=labels.ndim == 3 and self.dims == 2)
+        return instances.outline(labels, p, level, reach, in_plane=labels.ndim == 3 and self.dims == 2)
 
     def auto_labels(self, image: np.ndarray, first: np.ndarray, p_first: np.ndarray) -> np.ndarray:
         """``--diameter auto``: the first pass's labels ``first`` (from ``p_first``, not yet

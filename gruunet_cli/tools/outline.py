@@ -14,6 +14,13 @@ The same frames choose how deep a neck must be before a blob is cut in two (``po
 cells in two along the shallow necks of their irregular outlines (the worst four then scored
 Jaccard 0.53–0.64 instead of ~0.9). Each depth is scored with its best outline level; among equal
 scores the shallowest depth wins.
+
+Frames that `segment` enlarges to the model's cell size get a level of their own
+(``post.outline_enlarged``) when at least `MIN_GROUP` of them and of the others are there to choose
+on: the network draws an enlarged image's blurrier edges wider. On `gruunet-nuclei`'s 23 DSB
+validation images the 6 enlarged ones scored best at 0.55 (SEG 0.816 against 0.781 at the single
+level 0.45), the others at 0.4-0.45; six large-nucleus images shrunk 5x, so that `segment`
+enlarged them 1.6-1.8x, moved from 0.45 to 0.5, the same annotations.
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ from .minsize import segment_factor
 
 CANDIDATES = tuple(round(0.3 + 0.05 * i, 2) for i in range(13))  # 0.3 … 0.9
 SPLIT_DEPTHS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)  # px at the network's scale
+MIN_GROUP = 3  # frames, enlarged and not, before the enlarged ones get a level of their own
+# Validation SEG that averaging the 8 flips and rotations (`predict.plane_mean`) must add to be kept:
+# it costs 8x the time. GOWT1 01 frames, `gruunet-gowt1-01`: 0.905 → 0.921; DSB, `gruunet-nuclei`: +0.002.
+TTA_GAIN = 0.005
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,13 @@ class OutlineChoice:
     frames: tuple[str, ...]  # the reference files scored
     split_h: float = 0.5  # chosen neck depth (px at the network's scale)
     seg_by_split_h: dict[str, float] = dataclasses.field(default_factory=dict)  # best SEG over levels, per depth
+    # The enlarged frames' own level (None: ``outline`` for every frame), their SEG by level at
+    # split_h, and how many there were; with a level of their own, ``seg`` is the other frames'.
+    outline_enlarged: float | None = None
+    seg_enlarged: dict[str, float] = dataclasses.field(default_factory=dict)
+    enlarged_frames: int = 0
+    tta: bool = False  # the probabilities averaged the 8 flips and rotations (`PostConfig.tta`)
+    seg_by_tta: dict[str, float] = dataclasses.field(default_factory=dict)  # best SEG without / with, when both were tried
 
 
 def validation_pairs(weights: Path) -> list[tuple[Path, Path]]:
@@ -75,6 +93,12 @@ def seg_by_outline(frames: list[tuple[np.ndarray, np.ndarray, float, np.ndarray]
         frames: per frame, (foreground probability (*s) at the model's scale, its labels brought
             to the frame's shape (*S), the in-plane factor the frame was resized by, reference (*S)).
     """
+    return {k: float(np.mean(v)) if v else 0.0 for k, v in jaccards_by_outline(frames, dims, levels).items()}
+
+
+def jaccards_by_outline(frames: list[tuple[np.ndarray, np.ndarray, float, np.ndarray]], dims: int,
+                        levels: tuple[float, ...]) -> dict[str, list[float]]:
+    """`seg_by_outline`'s Jaccard of every reference object, by candidate."""
     js: dict[str, list[float]] = {"none": [], **{str(v): [] for v in levels}}
     for p, labels, f, ref in frames:
         js["none"] += list(metrics.match_objects(ref, labels).jaccard)
@@ -83,7 +107,7 @@ def seg_by_outline(frames: list[tuple[np.ndarray, np.ndarray, float, np.ndarray]
         for v in levels:
             out = instances.outline(labels, pu, v, int(np.ceil(1 / f)) + 1, in_plane)
             js[str(v)] += list(metrics.match_objects(ref, out).jaccard)
-    return {k: float(np.mean(v)) if v else 0.0 for k, v in js.items()}
+    return js
 
 
 def pick(seg: dict[str, float]) -> float | None:
@@ -113,25 +137,56 @@ def choose(predictor: Predictor, pairs: list[tuple[Path, Path]], levels: tuple[f
         f = segment_factor(predictor, image)
         probs.append((predictor.probabilities(scale.resize_plane(image, f) if f != 1.0 else image)[0], f, ref))
     choice = choose_from(probs, predictor.post, predictor.dims, levels, depths)
-    return dataclasses.replace(choice, frames=tuple(ref.name for _, ref in pairs))
+    return dataclasses.replace(choice, frames=tuple(ref.name for _, ref in pairs), tta=predictor.post.tta)
+
+
+def choose_tta(weights: Path, opts: SegmentOptions, pairs: list[tuple[Path, Path]], try_tta: bool = True) -> OutlineChoice | None:
+    """`choose` without averaging flips and rotations, and with ``try_tta`` also with it; the
+    averaged choice is kept when its best SEG is at least `TTA_GAIN` higher. None without pairs."""
+    def run(tta: bool) -> OutlineChoice | None:
+        return choose(Predictor(weights, dataclasses.replace(opts, post_overrides={**opts.post_overrides, "tta": tta})), pairs)
+
+    plain = run(False)
+    if not try_tta or plain is None:
+        return plain
+    averaged = run(True)
+    assert averaged is not None
+    best = {"off": max(plain.seg_by_split_h.values()), "on": max(averaged.seg_by_split_h.values())}
+    return dataclasses.replace(averaged if best["on"] >= best["off"] + TTA_GAIN else plain, seg_by_tta=best)
 
 
 def choose_from(probs: list[tuple[np.ndarray, float, np.ndarray]], post: PostConfig, dims: int,
                 levels: tuple[float, ...] = CANDIDATES, depths: tuple[float, ...] = SPLIT_DEPTHS) -> OutlineChoice:
     """`choose` on probabilities already computed: per frame (foreground probability (*s) at the
     model's scale, the factor the frame was resized by, reference (*S)); ``post`` is the model's."""
-    post = dataclasses.replace(post, outline=None)
-    by_depth = {}
+    post = dataclasses.replace(post, outline=None, outline_enlarged=None)
+    enlarged = [f > 1.0 for _, f, _ in probs]
+    grouped = MIN_GROUP <= sum(enlarged) <= len(probs) - MIN_GROUP
+    by_depth, best = {}, {}
     for h in depths if post.split else (post.split_h,):
         scored = []
         for p, f, ref in probs:
             cfg = dataclasses.replace(post, split_h=h, min_size=int(round(post.min_size * f * f)))
             in_plane = ref.ndim == 3 and dims == 2
             scored.append((p, scale.labels_to_shape(instances.probability_to_labels(p, cfg, in_plane), ref.shape), f, ref))
-        by_depth[h] = seg_by_outline(scored, dims, levels)
-    h = min(by_depth, key=lambda d: (-max(by_depth[d].values()), d))  # the best; the shallowest among equals
-    return OutlineChoice(outline=pick(by_depth[h]), seg=by_depth[h], frames=(), split_h=h,
-                         seg_by_split_h={str(d): max(v.values()) for d, v in by_depth.items()})
+        if not grouped:
+            by_depth[h] = seg_by_outline(scored, dims, levels)
+            best[h] = max(by_depth[h].values())
+            continue
+        # Each group at its own best level; SEG over all objects of both. The enlarged frames'
+        # level is a level: None there means "as the others".
+        rest, big = (jaccards_by_outline([s for s, e in zip(scored, enlarged) if e == g], dims, levels) for g in (False, True))
+        by_depth[h] = ({k: float(np.mean(v)) if v else 0.0 for k, v in rest.items()},
+                       {k: float(np.mean(v)) if v else 0.0 for k, v in big.items() if k != "none"})
+        n_rest, n_big = len(rest["none"]), len(big["none"])
+        best[h] = (max(by_depth[h][0].values()) * n_rest + max(by_depth[h][1].values()) * n_big) / max(n_rest + n_big, 1)
+    h = min(best, key=lambda d: (-best[d], d))  # the best; the shallowest among equals
+    by_h = {str(d): v for d, v in best.items()}
+    if not grouped:
+        return OutlineChoice(outline=pick(by_depth[h]), seg=by_depth[h], frames=(), split_h=h, seg_by_split_h=by_h)
+    seg, seg_big = by_depth[h]
+    return OutlineChoice(outline=pick(seg), seg=seg, frames=(), split_h=h, seg_by_split_h=by_h,
+                         outline_enlarged=pick(seg_big), seg_enlarged=seg_big, enlarged_frames=sum(enlarged))
 
 
 def record(weights: Path, choice: OutlineChoice) -> None:
@@ -139,8 +194,11 @@ def record(weights: Path, choice: OutlineChoice) -> None:
     model, meta = modelfile.load(weights)
     why = {"outline": choice.outline, "seg_by_outline": {k: round(v, 4) for k, v in choice.seg.items()},
            "split_h": choice.split_h, "seg_by_split_h": {k: round(v, 4) for k, v in choice.seg_by_split_h.items()},
-           "frames": list(choice.frames)}
-    post = dataclasses.replace(meta.post, outline=choice.outline, split_h=choice.split_h)
+           "frames": list(choice.frames), "outline_enlarged": choice.outline_enlarged,
+           "seg_by_outline_enlarged": {k: round(v, 4) for k, v in choice.seg_enlarged.items()},
+           "enlarged_frames": choice.enlarged_frames, "tta": choice.tta, "seg_by_tta": {k: round(v, 4) for k, v in choice.seg_by_tta.items()}}
+    post = dataclasses.replace(meta.post, outline=choice.outline, outline_enlarged=choice.outline_enlarged, split_h=choice.split_h,
+                               tta=choice.tta)
     modelfile.save(weights, model, dataclasses.replace(meta, post=post, training={**meta.training, "outline_choice": why}))
 
 
@@ -148,14 +206,19 @@ def describe(choice: OutlineChoice) -> str:
     """One line for the user: the level and the SEG behind it."""
     depths = ", ".join(f"{k}: {v:.3f}" for k, v in choice.seg_by_split_h.items())
     return (f"outline {'off' if choice.outline is None else choice.outline} (SEG on {len(choice.frames)} validation "
-            "frame(s): " + ", ".join(f"{k}: {v:.3f}" for k, v in choice.seg.items()) + f"); split depth "
-            f"{choice.split_h} px (best SEG by depth: {depths})")
+            "frame(s)" + (f", {choice.enlarged_frames} enlarged ones apart" if choice.seg_enlarged else "") + ": "
+            + ", ".join(f"{k}: {v:.3f}" for k, v in choice.seg.items()) + ")"
+            + (f"; enlarged frames {choice.outline_enlarged} (" + ", ".join(f"{k}: {v:.3f}" for k, v in choice.seg_enlarged.items()) + ")"
+               if choice.seg_enlarged else "") + f"; split depth {choice.split_h} px (best SEG by depth: {depths})"
+            + (f"; flips and rotations averaged: {'yes' if choice.tta else 'no'} (best SEG without: {choice.seg_by_tta['off']:.3f}, "
+               f"with: {choice.seg_by_tta['on']:.3f})" if choice.seg_by_tta else ""))
 
 
-def choose_and_record(weights: Path, opts: SegmentOptions) -> str:
+def choose_and_record(weights: Path, opts: SegmentOptions, try_tta: bool = False) -> str:
     """After `train`: choose the outline on the model file's validation frames, segmented with
-    ``opts``, record it, and say what was done."""
-    choice = choose(Predictor(weights, opts), validation_pairs(weights))
+    ``opts`` (and with ``try_tta`` whether to average flips and rotations: `choose_tta`), record it,
+    and say what was done."""
+    choice = choose_tta(weights, opts, validation_pairs(weights), try_tta)
     if choice is None:
         return "outline: no whole validation frames found again to choose it on; left at the threshold's"
     record(weights, choice)

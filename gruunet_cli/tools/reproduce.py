@@ -67,7 +67,7 @@ def run(dataset: Path, out: Path, base: train.TrainConfig, ablation: bool = Fals
         seg_opts: segment.SegmentOptions = segment.SegmentOptions(),
         log: Callable[[str], None] = print, resume: bool = False,
         only: tuple[str, ...] = (), choose_min_size: bool = True,
-        choose_outline: bool = True) -> list[dict[str, object]]:
+        choose_outline: bool = True, choose_tta: bool = False) -> list[dict[str, object]]:
     """Train/test both ways per method; returns the table rows (also written to ``out/table.{md,csv}``).
 
     ``resume``: each model continues from its checkpoint under ``out/models`` (a finished one is
@@ -76,7 +76,8 @@ def run(dataset: Path, out: Path, base: train.TrainConfig, ablation: bool = Fals
     ``choose_min_size``: before testing, the smallest object kept is chosen on the training
     video's frames that have TRA markers but no SEG reference (`minsize`) and written into the
     model file. ``choose_outline``: then the level objects' outlines follow is chosen by SEG on its
-    validation frames (`outline`) and written into the model file.
+    validation frames (`outline`) and written into the model file; ``choose_tta``: whether to average
+    the 8 flips and rotations too (`outline.choose_tta`).
     """
     dataset, out = Path(dataset), Path(out)
     a, b = sequences(dataset)
@@ -111,7 +112,7 @@ def run(dataset: Path, out: Path, base: train.TrainConfig, ablation: bool = Fals
                     log(f"min size {choice.min_size} px (DET on {len(choice.frames)} unannotated frames of {tr_seq}: "
                         + ", ".join(f"{k}: {v:.3f}" for k, v in choice.det.items()) + ")")
             if choose_outline:
-                level = outline.choose(segment.Predictor(result.model_path, opts), outline.validation_pairs(result.model_path))
+                level = outline.choose_tta(result.model_path, opts, outline.validation_pairs(result.model_path), choose_tta)
                 if level is not None:
                     outline.record(result.model_path, level)
                     log(outline.describe(level))

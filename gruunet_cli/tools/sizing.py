@@ -77,14 +77,15 @@ def describe(sizing: Sizing) -> str:
             "validation frames); --diameter auto corrects for it")
 
 
-def after_training(weights: Path, opts: SegmentOptions) -> list[str]:
+def after_training(weights: Path, opts: SegmentOptions, try_tta: bool = False) -> list[str]:
     """What `train` does at its end, on the model file's validation frames: measure how it sizes
     large cells (this first: it decides how `segment` resizes them), then choose the outline and
-    split depth (`outline`); both are recorded in the file. Returns a line for each."""
+    split depth (`outline`; with ``try_tta`` also whether to average flips and rotations); all are
+    recorded in the file. Returns a line for each."""
     pairs = outline.validation_pairs(weights)
     sizing = measure(Predictor(weights, opts), pairs)
     record(weights, sizing)
-    return [describe(sizing), outline.choose_and_record(weights, opts)]
+    return [describe(sizing), outline.choose_and_record(weights, opts, try_tta)]
 
 
 def main(argv: list[str] | None = None) -> None:
