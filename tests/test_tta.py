@@ -58,6 +58,7 @@ def test_segment_tta_from_the_model_file_or_the_option(tmp_path: Path) -> None:
         r = CliRunner().invoke(app, ["segment", str(SAMPLE / "02"), str(tmp_path / name), "--weights", str(weights),
                                      "--threads", "1", "--device", "cpu", "--diameter", "off", *args])
         assert r.exit_code == 0, r.output
+        assert ("averaged over its 8 flips and rotations" in r.output) == (name != "no")  # the user is told why it is slower
         runs[name] = tifffile.imread(tmp_path / name / "mask000.tif")
     direct = Predictor(STARDIST2D, dataclasses.replace(opts, amp=True)).labels(tifffile.imread(SAMPLE / "02" / "t000.tif"))
     assert np.array_equal(runs["no"], direct) and np.array_equal(runs["file"], runs["plain+tta"])

@@ -249,6 +249,8 @@ def run(
         else:
             todo.append(job)
     predictor = Predictor(Path(weights), opts)
+    if predictor.post.tta and on_note is not None and dinfo.main and todo:
+        on_note("tta: each image's probability is averaged over its 8 flips and rotations (8x the time; --no-tta to skip)")
     written: list[Path] = []
     scales: list[dict[str, object]] = []
     notes: set[str] = set()
