@@ -168,7 +168,7 @@ def segment(
     grow: Annotated[int | None, typer.Option(help="Pixels to grow labels back over the separating ring (default: model file's).")] = None,
     split: Annotated[bool | None, typer.Option("--split/--no-split", help="Cut joined cells apart at distance-map necks (default: model file's).")] = None,
     split_h: Annotated[float | None, typer.Option(min=0.0, help="Pixels each distance peak must rise above the neck to be cut (default: model file's).")] = None,
-    outline: Annotated[str | None, typer.Option(help="Probability level the objects' outlines follow on the image's own grid, or 'off' for the threshold's at the network's scale; for every image, enlarged or not (default: model file's).")] = None,
+    outline: Annotated[str | None, typer.Option(help="Probability level the objects' outlines follow on the image's own grid, or 'off' for the threshold's at the network's scale; for every image, enlarged or not, and for every object alike (default: model file's).")] = None,
     tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average the probability over the 8 flips and 90° rotations of each image: 8x the time (default: model file's).")] = None,
     diameter: Annotated[str, typer.Option(help="Cell diameter in pixels, 'auto' (estimated) or 'off': resize images so cells have the training size.")] = "auto",
     iterations: Annotated[Path | None, typer.Option(help="Write the 9 per-iteration GRU maps (paper Fig. 7) of the first frame here.")] = None,
@@ -184,7 +184,7 @@ def segment(
     if not source.exists():
         raise UserError("does not exist", source)
     given = dict(threshold=threshold, min_size=min_size, grow=grow, split=split, split_h=split_h, tta=tta)
-    overrides = {k: v for k, v in given.items() if v is not None} | ({} if outline is None else {"outline": parse_outline(outline), "outline_enlarged": None})
+    overrides = {k: v for k, v in given.items() if v is not None} | ({} if outline is None else {"outline": parse_outline(outline), "outline_enlarged": None, "outline_peak": False})
     opts = seg.SegmentOptions(tile=tile, tile_z=tile_z, overlap=overlap, batch=batch, device=device, amp=amp,
                               threads=threads, overwrite=overwrite, diameter=parse_diameter(diameter), channel=channel,
                               post_overrides=overrides)

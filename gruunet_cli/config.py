@@ -118,6 +118,9 @@ class PostConfig:
     # network draws an enlarged image's blurrier edges wider, so these want a higher level (the
     # same DSB images shrunk 5x, so that segment enlarges them 1.6-1.8x, moved from 0.45 to 0.5).
     outline_enlarged: float | None = None
+    # Levels are fractions of each object's own peak probability (`instances.outline`): a dim
+    # cell the network gives 0.6 is outlined at the same fraction of its height as a bright one.
+    outline_peak: bool = False
     # Average the probability over the 8 flips and 90° rotations of the image plane (8x the
     # time; `segment --tta`): chosen per model file on its validation frames, with the outline.
     tta: bool = False

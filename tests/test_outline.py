@@ -174,3 +174,68 @@ def test_segment_outlines_enlarged_images_at_their_level(tmp_path: Path) -> None
                                  "--outline", "0.45", "--threads", "1", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert np.array_equal(tifffile.imread(tmp_path / "o" / "mask000.tif"), only[0.45])
+
+
+def two_cones(heights: tuple[float, float]) -> np.ndarray:
+    """Two cones of radius 16 px on 40×80, peaks of the given heights at the pixels (20, 20) and (20, 60)."""
+    return np.maximum(heights[0] * cone((40, 80), (20, 20), 16), heights[1] * cone((40, 80), (20, 60), 16))
+
+
+def test_peak_levels_outline_a_dim_object_at_the_same_fraction_of_its_height() -> None:
+    """A bright cone (peak 1) and a dim one (peak 0.5): as a fraction of each object's peak, level
+    0.5 lies on the circle of radius 8 px in both (the pixels of each with x² + y² < 64 from its
+    peak: 193, against π·8² ≈ 201); as a plain level, 0.5 is the dim cone's peak, so that object
+    vanishes."""
+    p = two_cones((1.0, 0.5))
+    labels = instances.probability_to_labels(p, PostConfig(threshold=0.1))
+    assert labels.max() == 2
+    out = instances.outline(labels, p, 0.5, reach=2, peak=True)
+    assert out.max() == 2
+    for i in (1, 2):
+        assert (out == i).sum() == sum(x * x + y * y < 64 for x in range(-8, 9) for y in range(-8, 9)) == 193
+    plain = instances.outline(labels, p, 0.5, reach=2)
+    assert plain.max() == 1 and (plain == 1).sum() == (out == 1).sum()
+
+
+def test_choose_prefers_peak_levels_when_cells_differ_in_brightness(tmp_path: Path) -> None:
+    """References at half height of a bright and a dim cone (both found at threshold 0.1): no plain level fits both, a fraction
+    of each object's peak does (0.5, SEG ~1); recorded as ``post.outline_peak``. Cones of one
+    height tie, and the plain level is kept."""
+    ref = (disc((40, 80), (20, 20), 8) + 2 * disc((40, 80), (20, 60), 8)).astype(np.uint16)
+    frames = [(two_cones((1.0, 0.5)), 1.0, ref)] * 3
+    choice = outline.choose_from(frames, PostConfig(threshold=0.1), 2)
+    assert choice.peak and choice.outline == 0.5 and choice.seg["0.5"] > 0.97
+    assert choice.seg_by_peak["peak"] > 0.97 and choice.seg_by_peak["level"] < 0.8
+    weights = random_model_file(tmp_path)
+    outline.record(weights, choice)
+    meta = modelfile.read_meta(weights)
+    assert meta.post.outline_peak and meta.post.outline == 0.5 and meta.training["outline_choice"]["outline_peak"]
+    assert "of each object’s peak" in outline.describe(choice)
+    even = outline.choose_from([(two_cones((1.0, 1.0)), 1.0, ref)] * 3, PostConfig(threshold=0.1), 2)
+    assert not even.peak and even.outline == 0.5 and even.seg_by_peak["peak"] == even.seg_by_peak["level"]
+
+
+@pytest.mark.skipif(not STARDIST2D.exists(), reason="shipped weights not in this checkout")
+def test_segment_outlines_at_each_objects_peak_when_the_file_says_so(tmp_path: Path) -> None:
+    """`segment` on the demo image (not resized) with ``outline_peak`` writes what
+    `instances.outline(..., peak=True)` writes on the same probability, unlike the plain level;
+    ``--outline`` sets a plain level."""
+    image = tifffile.imread(SAMPLE / "02" / "t000.tif")
+    opts = SegmentOptions(threads=1, device="cpu", diameter=None)
+    predictor = Predictor(STARDIST2D, dataclasses.replace(opts, post_overrides={"outline": 0.5, "outline_peak": True}))
+    p = predictor.probabilities(image)[0]
+    want = instances.outline(predictor.labels_from(p, image), p, 0.5, reach=2, peak=True)
+    got = predictor.labels(image)
+    assert np.array_equal(got, want)
+    plain = Predictor(STARDIST2D, dataclasses.replace(opts, post_overrides={"outline": 0.5, "outline_peak": False})).labels(image)
+    assert not np.array_equal(got, plain)
+    model, meta = modelfile.load(STARDIST2D)
+    peaked = modelfile.save(tmp_path / "peak", model, dataclasses.replace(meta, post=dataclasses.replace(
+        meta.post, outline=0.5, outline_enlarged=None, outline_peak=True)))
+    r = CliRunner().invoke(app, ["segment", str(SAMPLE / "02"), str(tmp_path / "o"), "--weights", str(peaked),
+                                 "--outline", "0.5", "--threads", "1", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    ref = CliRunner().invoke(app, ["segment", str(SAMPLE / "02"), str(tmp_path / "q"), "--weights", str(STARDIST2D),
+                                   "--outline", "0.5", "--threads", "1", "--device", "cpu"])
+    assert ref.exit_code == 0, ref.output
+    assert np.array_equal(tifffile.imread(tmp_path / "o" / "mask000.tif"), tifffile.imread(tmp_path / "q" / "mask000.tif"))

@@ -161,19 +161,31 @@ def probability_to_labels(p_fg: np.ndarray, post: PostConfig, in_plane: bool = F
     return labels.astype(np.uint16 if n < 65536 else np.uint32)
 
 
-def outline(labels: np.ndarray, p_fg: np.ndarray, level: float, reach: int, in_plane: bool = False) -> np.ndarray:
+def outline(labels: np.ndarray, p_fg: np.ndarray, level: float, reach: int, in_plane: bool = False,
+            peak: bool = False) -> np.ndarray:
     """Labels (*S) re-drawn along the ``level`` contour of a foreground probability on the same grid
     (*S): every object keeps the pixels within ``reach`` px of it (nearest object first) where
-    ``p_fg > level``, and loses the others. Objects come from ``post.threshold`` at the network's
-    scale; this moves only their outlines, on the image's own grid. Renumbered 1..n (an object
-    may vanish), same dtype.
+    ``p_fg > level``, and loses the others. With ``peak`` the level is a fraction of each object's
+    own highest probability (over its pixels in ``labels``), so that a dim object whose
+    probability never nears 1 is outlined at the same fraction of its height as a bright one.
+    Objects come from ``post.threshold`` at the network's scale; this moves only their outlines,
+    on the image's own grid. Renumbered 1..n (an object may vanish), same dtype.
 
     >>> lab = np.zeros((1, 7), np.uint16); lab[0, 2:5] = 1
     >>> outline(lab, np.array([[0.1, 0.6, 0.9, 0.9, 0.55, 0.3, 0.9]]), 0.5, 1)
     array([[0, 1, 1, 1, 1, 0, 0]], dtype=uint16)
+    >>> outline(lab, np.array([[0.1, 0.3, 0.6, 0.6, 0.35, 0.2, 0.9]]), 0.5, 1, peak=True)  # level 0.3
+    array([[0, 0, 1, 1, 1, 0, 0]], dtype=uint16)
     """
     if in_plane and labels.ndim == 3:  # a 2D model's stack: grow within each slice
         grown = np.stack([expand_labels(s, reach) for s in labels])
     else:
         grown = expand_labels(labels, reach)
-    return relabel_sequential(np.where(p_fg > level, grown, 0).astype(labels.dtype))[0]
+    cut: float | np.ndarray = level
+    if peak:
+        n = int(labels.max(initial=0))
+        heights = np.ones(n + 1, np.float32)  # background's entry is never used
+        if n:
+            heights[1:] = ndi.maximum(p_fg, labels, index=np.arange(1, n + 1))
+        cut = level * heights[grown]
+    return relabel_sequential(np.where(p_fg > cut, grown, 0).astype(labels.dtype))[0]

@@ -21,6 +21,11 @@ on: the network draws an enlarged image's blurrier edges wider. On `gruunet-nucl
 validation images the 6 enlarged ones scored best at 0.55 (SEG 0.816 against 0.781 at the single
 level 0.45), the others at 0.4-0.45; six large-nucleus images shrunk 5x, so that `segment`
 enlarged them 1.6-1.8x, moved from 0.45 to 0.5, the same annotations.
+
+Every level is also tried as a fraction of each object's own peak probability
+(``post.outline_peak``), kept when it scores higher: the network gives dim cells a lower peak, and
+a fixed level cuts them small (`gruunet-gowt1-02` drew the dimmest quarter of GOWT1 01's cells at
+0.85 of their area at 0.6, the brightest at 0.99; validation 0.939 → 0.944 at 0.6 of the peak).
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ class OutlineChoice:
     seg_enlarged: dict[str, float] = dataclasses.field(default_factory=dict)
     enlarged_frames: int = 0
     tta: bool = False  # the probabilities averaged the 8 flips and rotations (`PostConfig.tta`)
+    peak: bool = False  # levels are fractions of each object's peak probability (`PostConfig.outline_peak`)
+    seg_by_peak: dict[str, float] = dataclasses.field(default_factory=dict)  # best SEG with plain / peak levels
     seg_by_tta: dict[str, float] = dataclasses.field(default_factory=dict)  # best SEG without / with, when both were tried
 
 
@@ -85,19 +92,19 @@ def validation_pairs(weights: Path) -> list[tuple[Path, Path]]:
 
 
 def seg_by_outline(frames: list[tuple[np.ndarray, np.ndarray, float, np.ndarray]], dims: int,
-                   levels: tuple[float, ...]) -> dict[str, float]:
+                   levels: tuple[float, ...], peak: bool = False) -> dict[str, float]:
     """SEG (mean Jaccard over all reference objects) with the threshold's outlines ("none") and
-    with each level.
+    with each level (with ``peak``: each a fraction of every object's peak probability).
 
     Args:
         frames: per frame, (foreground probability (*s) at the model's scale, its labels brought
             to the frame's shape (*S), the in-plane factor the frame was resized by, reference (*S)).
     """
-    return {k: float(np.mean(v)) if v else 0.0 for k, v in jaccards_by_outline(frames, dims, levels).items()}
+    return {k: float(np.mean(v)) if v else 0.0 for k, v in jaccards_by_outline(frames, dims, levels, peak).items()}
 
 
 def jaccards_by_outline(frames: list[tuple[np.ndarray, np.ndarray, float, np.ndarray]], dims: int,
-                        levels: tuple[float, ...]) -> dict[str, list[float]]:
+                        levels: tuple[float, ...], peak: bool = False) -> dict[str, list[float]]:
     """`seg_by_outline`'s Jaccard of every reference object, by candidate."""
     js: dict[str, list[float]] = {"none": [], **{str(v): [] for v in levels}}
     for p, labels, f, ref in frames:
@@ -105,7 +112,7 @@ def jaccards_by_outline(frames: list[tuple[np.ndarray, np.ndarray, float, np.nda
         pu = p if p.shape == ref.shape else scale.probability_to_shape(p, ref.shape)
         in_plane = ref.ndim == 3 and dims == 2  # a 2D model's stack
         for v in levels:
-            out = instances.outline(labels, pu, v, int(np.ceil(1 / f)) + 1, in_plane)
+            out = instances.outline(labels, pu, v, int(np.ceil(1 / f)) + 1, in_plane, peak)
             js[str(v)] += list(metrics.match_objects(ref, out).jaccard)
     return js
 
@@ -158,35 +165,40 @@ def choose_tta(weights: Path, opts: SegmentOptions, pairs: list[tuple[Path, Path
 def choose_from(probs: list[tuple[np.ndarray, float, np.ndarray]], post: PostConfig, dims: int,
                 levels: tuple[float, ...] = CANDIDATES, depths: tuple[float, ...] = SPLIT_DEPTHS) -> OutlineChoice:
     """`choose` on probabilities already computed: per frame (foreground probability (*s) at the
-    model's scale, the factor the frame was resized by, reference (*S)); ``post`` is the model's."""
-    post = dataclasses.replace(post, outline=None, outline_enlarged=None)
+    model's scale, the factor the frame was resized by, reference (*S)); ``post`` is the model's.
+    Levels are tried as they are and as fractions of each object's peak (`instances.outline`)."""
+    post = dataclasses.replace(post, outline=None, outline_enlarged=None, outline_peak=False)
     enlarged = [f > 1.0 for _, f, _ in probs]
     grouped = MIN_GROUP <= sum(enlarged) <= len(probs) - MIN_GROUP
-    by_depth, best = {}, {}
+    by_key: dict[tuple[float, bool], tuple[dict[str, float], dict[str, float]]] = {}
+    best: dict[tuple[float, bool], float] = {}
     for h in depths if post.split else (post.split_h,):
         scored = []
         for p, f, ref in probs:
             cfg = dataclasses.replace(post, split_h=h, min_size=int(round(post.min_size * f * f)))
             in_plane = ref.ndim == 3 and dims == 2
             scored.append((p, scale.labels_to_shape(instances.probability_to_labels(p, cfg, in_plane), ref.shape), f, ref))
-        if not grouped:
-            by_depth[h] = seg_by_outline(scored, dims, levels)
-            best[h] = max(by_depth[h].values())
-            continue
-        # Each group at its own best level; SEG over all objects of both. The enlarged frames'
-        # level is a level: None there means "as the others".
-        rest, big = (jaccards_by_outline([s for s, e in zip(scored, enlarged) if e == g], dims, levels) for g in (False, True))
-        by_depth[h] = ({k: float(np.mean(v)) if v else 0.0 for k, v in rest.items()},
-                       {k: float(np.mean(v)) if v else 0.0 for k, v in big.items() if k != "none"})
-        n_rest, n_big = len(rest["none"]), len(big["none"])
-        best[h] = (max(by_depth[h][0].values()) * n_rest + max(by_depth[h][1].values()) * n_big) / max(n_rest + n_big, 1)
-    h = min(best, key=lambda d: (-best[d], d))  # the best; the shallowest among equals
-    by_h = {str(d): v for d, v in best.items()}
-    if not grouped:
-        return OutlineChoice(outline=pick(by_depth[h]), seg=by_depth[h], frames=(), split_h=h, seg_by_split_h=by_h)
-    seg, seg_big = by_depth[h]
+        for peak in (False, True):
+            if not grouped:
+                by_key[h, peak] = (seg_by_outline(scored, dims, levels, peak), {})
+                best[h, peak] = max(by_key[h, peak][0].values())
+                continue
+            # Each group at its own best level; SEG over all objects of both. The enlarged frames'
+            # level is a level: None there means "as the others".
+            rest, big = (jaccards_by_outline([s for s, e in zip(scored, enlarged) if e == g], dims, levels, peak)
+                         for g in (False, True))
+            by_key[h, peak] = ({k: float(np.mean(v)) if v else 0.0 for k, v in rest.items()},
+                               {k: float(np.mean(v)) if v else 0.0 for k, v in big.items() if k != "none"})
+            n_rest, n_big = len(rest["none"]), len(big["none"])
+            best[h, peak] = (max(by_key[h, peak][0].values()) * n_rest + max(by_key[h, peak][1].values()) * n_big) / max(n_rest + n_big, 1)
+    h, peak = min(best, key=lambda k: (-best[k], k))  # the best; the shallowest, then plain levels, among equals
+    by_h = {str(d): max(best[d, False], best[d, True]) for d in dict.fromkeys(d for d, _ in best)}
+    by_peak = {m: max(v for (_, pk), v in best.items() if pk == (m == "peak")) for m in ("level", "peak")}
+    seg, seg_big = by_key[h, peak]
     return OutlineChoice(outline=pick(seg), seg=seg, frames=(), split_h=h, seg_by_split_h=by_h,
-                         outline_enlarged=pick(seg_big), seg_enlarged=seg_big, enlarged_frames=sum(enlarged))
+                         outline_enlarged=pick(seg_big) if grouped else None, seg_enlarged=seg_big,
+                         enlarged_frames=sum(enlarged) if grouped else 0, peak=peak,
+                         seg_by_peak=by_peak)
 
 
 def record(weights: Path, choice: OutlineChoice) -> None:
@@ -196,22 +208,25 @@ def record(weights: Path, choice: OutlineChoice) -> None:
            "split_h": choice.split_h, "seg_by_split_h": {k: round(v, 4) for k, v in choice.seg_by_split_h.items()},
            "frames": list(choice.frames), "outline_enlarged": choice.outline_enlarged,
            "seg_by_outline_enlarged": {k: round(v, 4) for k, v in choice.seg_enlarged.items()},
-           "enlarged_frames": choice.enlarged_frames, "tta": choice.tta, "seg_by_tta": {k: round(v, 4) for k, v in choice.seg_by_tta.items()}}
+           "enlarged_frames": choice.enlarged_frames, "tta": choice.tta, "seg_by_tta": {k: round(v, 4) for k, v in choice.seg_by_tta.items()},
+           "outline_peak": choice.peak, "seg_by_peak": {k: round(v, 4) for k, v in choice.seg_by_peak.items()}}
     post = dataclasses.replace(meta.post, outline=choice.outline, outline_enlarged=choice.outline_enlarged, split_h=choice.split_h,
-                               tta=choice.tta)
+                               tta=choice.tta, outline_peak=choice.peak)
     modelfile.save(weights, model, dataclasses.replace(meta, post=post, training={**meta.training, "outline_choice": why}))
 
 
 def describe(choice: OutlineChoice) -> str:
     """One line for the user: the level and the SEG behind it."""
     depths = ", ".join(f"{k}: {v:.3f}" for k, v in choice.seg_by_split_h.items())
-    return (f"outline {'off' if choice.outline is None else choice.outline} (SEG on {len(choice.frames)} validation "
+    return (f"outline {'off' if choice.outline is None else choice.outline}{' of each object’s peak' if choice.peak else ''} (SEG on {len(choice.frames)} validation "
             "frame(s)" + (f", {choice.enlarged_frames} enlarged ones apart" if choice.seg_enlarged else "") + ": "
             + ", ".join(f"{k}: {v:.3f}" for k, v in choice.seg.items()) + ")"
             + (f"; enlarged frames {choice.outline_enlarged} (" + ", ".join(f"{k}: {v:.3f}" for k, v in choice.seg_enlarged.items()) + ")"
                if choice.seg_enlarged else "") + f"; split depth {choice.split_h} px (best SEG by depth: {depths})"
             + (f"; flips and rotations averaged: {'yes' if choice.tta else 'no'} (best SEG without: {choice.seg_by_tta['off']:.3f}, "
-               f"with: {choice.seg_by_tta['on']:.3f})" if choice.seg_by_tta else ""))
+               f"with: {choice.seg_by_tta['on']:.3f})" if choice.seg_by_tta else "")
+            + (f"; best SEG with levels as they are: {choice.seg_by_peak['level']:.3f}, as fractions of each object’s peak: "
+               f"{choice.seg_by_peak['peak']:.3f}" if choice.seg_by_peak else ""))
 
 
 def choose_and_record(weights: Path, opts: SegmentOptions, try_tta: bool = False) -> str:
