@@ -92,7 +92,8 @@ def test_reproduce_runs_end_to_end(tmp_path: Path) -> None:
     assert level["frames"] == [n.rsplit(":", 1)[1] for n in meta.training["val_frames"]] != []
     assert rows[0]["split_h"] == meta.post.split_h == level["split_h"] and set(level["seg_by_split_h"]) == {
         str(d) for d in outline.SPLIT_DEPTHS}
-    assert rows[0]["outline"] == meta.post.outline == level["outline"] and set(level["seg_by_outline"]) == {
+    assert level["outline_peak"] == meta.post.outline_peak and set(level["seg_by_peak"]) == {"level", "peak"}
+    assert rows[0]["outline"] == reproduce.outline_cell(meta.post) and meta.post.outline == level["outline"] and set(level["seg_by_outline"]) == {
         "none", *(str(v) for v in outline.CANDIDATES)}
     table = (tmp_path / "out" / "table.md").read_text()
     assert "| GRUU-Net | 01 | 02 |" in table

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Arch, LossName, default_model
+from ..config import Arch, LossName, PostConfig, default_model
 from ..errors import UserError
 from ..evaluation.evaluate import evaluate
 from ..files import modelfile
@@ -123,7 +123,7 @@ def run(dataset: Path, out: Path, base: train.TrainConfig, ablation: bool = Fals
             post = modelfile.read_meta(result.model_path).post
             rows.append({"method": method.name, "train": tr_seq, "test": te_seq, "SEG": report.seg, "DET": report.det,
                          "Dice": report.dice, "Hausdorff": report.hausdorff,
-                         "min_size": post.min_size, "outline": post.outline, "split_h": post.split_h, "iterations": result.iterations,
+                         "min_size": post.min_size, "outline": outline_cell(post), "split_h": post.split_h, "iterations": result.iterations,
                          "train_s": round(result.rows[-1]["elapsed_s"], 1) if result.rows else None,
                          "paper_SEG": paper[0], "paper_Dice": paper[1]})
     write_tables(out, dataset.name, rows)
@@ -143,6 +143,15 @@ def _number(v: str | None) -> object:
         return float(v) if any(c in v for c in ".eE") or v in ("nan", "inf") else int(v)
     except ValueError:
         return v
+
+
+def outline_cell(post: PostConfig) -> float | str | None:
+    """The table's outline column: the level, marked when it is a fraction of each object's peak.
+
+    >>> outline_cell(PostConfig(outline=0.6)), outline_cell(PostConfig(outline=0.6, outline_peak=True))
+    (0.6, '0.6 of peak')
+    """
+    return f"{post.outline} of peak" if post.outline_peak and post.outline is not None else post.outline
 
 
 def _fmt(v: object) -> str:
