@@ -23,6 +23,11 @@ TOLERANCE = 1.25
 # With --diameter auto, factors are kept within this (and its inverse): a first pass that finds
 # only specks must not blow an image up tenfold.
 MAX_AUTO = 4.0
+# A network cuts cells well above its own size into pieces that are themselves above it, so the
+# first pass can measure pieces: the image is looked at again at the chosen factor, and cells
+# measured there larger by more than this are taken instead. GRUU-Net on the DSB validation images
+# enlarged so their median nucleus is 60 px: SEG 0.711 → 0.758; as they are: 0.799 → 0.800.
+LARGER = 1.25
 
 
 def object_diameters(labels: np.ndarray) -> np.ndarray:

@@ -162,15 +162,10 @@ class Predictor:
 
     def auto_scale(self, image: np.ndarray, first: np.ndarray, norm: tuple[float, float] | None = None,
                    ) -> tuple[float | None, float | None, scale.Probe | None]:
-        """(cell diameter, resize factor or None, the shrunk probe chosen or None) from the
-        labels ``first`` of a pass at full size. Larger cells than the model's are brought to its
-        size. Cells that look smaller or about the model's size may be fragments of large cells
-        (a network labels pieces of about its own cell size), so the image is probed shrunk by
-        `scale.PROBE_SCALES`: if the half-size probe finds cells of the same size, they are what
-        they look (enlarged when small, left alone when about the model's size); if it finds
-        larger ones, the network fragments these cells at full size, and the largest probe whose
-        cells are whole (`scale.whole_probe`) is chosen. With ``norm`` (a window of a larger
-        image) the probes are normalised as the whole image."""
+        """(cell diameter, resize factor or None, probe whose labels to keep or None) from the labels ``first``
+        of a pass at full size. Larger cells than the model's are brought to its size and checked there
+        (`scale.LARGER`); smaller ones may be fragments, so shrunk probes (`scale.PROBE_SCALES`) decide
+        (`scale.fragmented`, `scale.whole_probe`). ``norm``: a window's, normalised as its image."""
         model_d = self.meta.object_diameter
         full = scale.Probe(1.0, first)
         d1 = full.diameter
@@ -185,6 +180,11 @@ class Predictor:
                 return None, None, None
         if d1 >= model_d * scale.TOLERANCE:  # cells larger than the model's come out narrower (`tools.sizing`)
             d1 /= self.meta.large_cell_ratio or 1.0
+            if (f := scale.factor(model_d, d1, auto=True)) is not None:
+                check = self.probe(image, f, norm)
+                if (d2 := check.diameter) is None or d2 <= d1 * scale.LARGER:
+                    return d1, f, check  # its labels are the pass at f
+                d1 = d2  # the first pass measured pieces of larger cells
         return d1, scale.factor(model_d, d1, auto=True), None
 
     def probe(self, image: np.ndarray, s: float, norm: tuple[float, float] | None = None) -> scale.Probe:
