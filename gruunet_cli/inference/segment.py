@@ -183,7 +183,7 @@ class Predictor:
             if (f := scale.factor(model_d, d1, auto=True)) is not None:
                 check = self.probe(image, f, norm)
                 if (d2 := check.diameter) is None or d2 <= d1 * scale.LARGER:
-                    return d1, f, check  # its labels are the pass at f
+                    return d1, f, None if norm else check  # the whole image's labels at f (a window's count whole cells)
                 d1 = d2  # the first pass measured pieces of larger cells
         return d1, scale.factor(model_d, d1, auto=True), None
 

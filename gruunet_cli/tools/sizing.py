@@ -12,7 +12,6 @@ pass's diameters of cells larger than the model's are divided by it (`Predictor.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +39,10 @@ def first_pass_diameter(predictor: Predictor, image: np.ndarray) -> float | None
     model_d = predictor.meta.object_diameter
     if not model_d:  # no training size: auto takes images as they are
         return None
-    raw = copy.copy(predictor)  # the same network, uncalibrated
-    raw.meta = dataclasses.replace(predictor.meta, large_cell_ratio=None)
-    first = raw.labels_from(raw.probabilities(image)[0], image)
-    d, _, chosen = raw.auto_scale(image, first)
-    return d if chosen is None and d is not None and d >= model_d * scale.TOLERANCE else None
+    first = predictor.labels_from(predictor.probabilities(image)[0], image)
+    d = scale.Probe(1.0, first).diameter  # uncalibrated, and before `auto_scale` checks it again
+    # `auto_scale` probes shrunk only below TOLERANCE times the model's size: above, this is its measure.
+    return d if d is not None and d >= model_d * scale.TOLERANCE else None
 
 
 def measure(predictor: Predictor, pairs: list[tuple[Path, Path]], min_frames: int = MIN_FRAMES) -> Sizing:
