@@ -124,6 +124,9 @@ class PostConfig:
     # Average the probability over the 8 flips and 90° rotations of the image plane (8x the
     # time; `segment --tta`): chosen per model file on its validation frames, with the outline.
     tta: bool = False
+    # Fill each object's holes (background it encloses, in-plane for a 2D model's stack): a nucleus'
+    # dark nucleoli otherwise leave holes or rings, and reference cells have none (GOWT1, DSB).
+    fill_holes: bool = True
 
     def __post_init__(self) -> None:
         levels = (self.threshold, self.grow_threshold, *(self.threshold if v is None else v for v in (self.outline, self.outline_enlarged)))

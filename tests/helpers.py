@@ -34,3 +34,12 @@ def shrunk_validation_rows(f: float) -> tuple[np.ndarray, np.ndarray]:
     truth = tifffile.imread(sample / "01_GT" / "SEG" / "man_seg000.tif")[384:]
     shape = tuple(int(round(s * f)) for s in image.shape)
     return (scale.resize_plane(image, f), scale.labels_to_shape(truth, shape))
+
+
+def demo_quarter(folder: Path) -> tuple[Path, np.ndarray]:
+    """The demo image's central quarter (128², 26 reference nuclei whole or cut; a quarter of the
+    time of the whole image) written as ``folder/t000.tif``: (that file, the image)."""
+    image = tifffile.imread(demo.SAMPLE / "02" / "t000.tif")[64:192, 64:192]
+    folder.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(folder / "t000.tif", image)
+    return folder / "t000.tif", image

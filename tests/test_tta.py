@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from helpers import STARDIST2D
+from helpers import STARDIST2D, demo_quarter
 from typer.testing import CliRunner
 
 from gruunet_cli.cli import app
@@ -39,7 +39,7 @@ def test_segment_tta_from_the_model_file_or_the_option(tmp_path: Path) -> None:
     views (each turned back); `segment --no-tta` and `--tta` override the file."""
     model, meta = modelfile.load(STARDIST2D)
     with_tta = modelfile.save(tmp_path / "tta", model, dataclasses.replace(meta, post=dataclasses.replace(meta.post, tta=True)))
-    image = tifffile.imread(SAMPLE / "02" / "t000.tif")[:96, :128]
+    image_path, image = demo_quarter(tmp_path / "in")
     opts = SegmentOptions(diameter=None, threads=1, device="cpu", amp=False)
     plain = Predictor(STARDIST2D, opts)
     views = []
@@ -55,12 +55,12 @@ def test_segment_tta_from_the_model_file_or_the_option(tmp_path: Path) -> None:
     runs = {}
     for name, args in (("file", []), ("no", ["--no-tta"]), ("plain+tta", ["--tta"])):
         weights = STARDIST2D if name == "plain+tta" else with_tta
-        r = CliRunner().invoke(app, ["segment", str(SAMPLE / "02"), str(tmp_path / name), "--weights", str(weights),
+        r = CliRunner().invoke(app, ["segment", str(image_path.parent), str(tmp_path / name), "--weights", str(weights),
                                      "--threads", "1", "--device", "cpu", "--diameter", "off", *args])
         assert r.exit_code == 0, r.output
         assert ("averaged over its 8 flips and rotations" in r.output) == (name != "no")  # the user is told why it is slower
         runs[name] = tifffile.imread(tmp_path / name / "mask000.tif")
-    direct = Predictor(STARDIST2D, dataclasses.replace(opts, amp=True)).labels(tifffile.imread(SAMPLE / "02" / "t000.tif"))
+    direct = Predictor(STARDIST2D, dataclasses.replace(opts, amp=True)).labels(image)
     assert np.array_equal(runs["no"], direct) and np.array_equal(runs["file"], runs["plain+tta"])
     assert not np.array_equal(runs["file"], runs["no"])
 
@@ -73,8 +73,7 @@ def test_choose_tta_keeps_what_drew_the_reference(tmp_path: Path, drawn_with_tta
     model, meta = modelfile.load(STARDIST2D)
     weights = modelfile.save(tmp_path / "m", model, meta)
     opts = SegmentOptions(diameter=12.0, threads=1, device="cpu")
-    image_path = SAMPLE / "02" / "t000.tif"
-    image = tifffile.imread(image_path)
+    image_path, image = demo_quarter(tmp_path / "in")
     ref = Predictor(weights, dataclasses.replace(opts, post_overrides={"outline": 0.6, "tta": drawn_with_tta})).labels(image)
     tifffile.imwrite(tmp_path / "man_seg000.tif", ref)
     choice = outline.choose_tta(weights, opts, [(image_path, tmp_path / "man_seg000.tif")])

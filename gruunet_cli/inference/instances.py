@@ -161,15 +161,43 @@ def probability_to_labels(p_fg: np.ndarray, post: PostConfig, in_plane: bool = F
     return labels.astype(np.uint16 if n < 65536 else np.uint32)
 
 
+def fill_holes(labels: np.ndarray, in_plane: bool = False) -> np.ndarray:
+    """Labels (*S) with the background each object encloses (in each slice with ``in_plane``)
+    given to that object; other objects inside it stay as they are. Same dtype.
+
+    >>> ring = np.ones((5, 5), np.uint16); ring[2, 2] = 0; ring[0] = 0
+    >>> int(fill_holes(ring)[2, 2]), int(fill_holes(ring)[0, 0])
+    (1, 0)
+    """
+    out = labels.copy()
+    structure = None
+    if in_plane and labels.ndim == 3:  # enclosed within the slice, not by slices above and below
+        structure = np.zeros((3, 3, 3), bool)
+        structure[1] = ndi.generate_binary_structure(2, 1)
+    for i, box in enumerate(ndi.find_objects(labels), 1):
+        if box is None:
+            continue
+        own = labels[box] == i
+        hole = ndi.binary_fill_holes(own, structure) & (labels[box] == 0)
+        out[box][hole] = i  # a hole lies inside its object's bounding box
+    return out
+
+
+def filled(labels: np.ndarray, post: PostConfig, in_plane: bool = False) -> np.ndarray:
+    """``labels`` with holes filled when ``post.fill_holes`` says so (what `segment` writes)."""
+    return fill_holes(labels, in_plane) if post.fill_holes else labels
+
+
 def outline(labels: np.ndarray, p_fg: np.ndarray, level: float, reach: int, in_plane: bool = False,
-            peak: bool = False) -> np.ndarray:
+            peak: bool = False, fill: bool = True) -> np.ndarray:
     """Labels (*S) re-drawn along the ``level`` contour of a foreground probability on the same grid
     (*S): every object keeps the pixels within ``reach`` px of it (nearest object first) where
     ``p_fg > level``, and loses the others. With ``peak`` the level is a fraction of each object's
     own highest probability (over its pixels in ``labels``), so that a dim object whose
     probability never nears 1 is outlined at the same fraction of its height as a bright one.
     Objects come from ``post.threshold`` at the network's scale; this moves only their outlines,
-    on the image's own grid. Renumbered 1..n (an object may vanish), same dtype.
+    on the image's own grid. With ``fill`` the holes this leaves are filled (`fill_holes`).
+    Renumbered 1..n (an object may vanish), same dtype.
 
     >>> lab = np.zeros((1, 7), np.uint16); lab[0, 2:5] = 1
     >>> outline(lab, np.array([[0.1, 0.6, 0.9, 0.9, 0.55, 0.3, 0.9]]), 0.5, 1)
@@ -188,4 +216,5 @@ def outline(labels: np.ndarray, p_fg: np.ndarray, level: float, reach: int, in_p
         if n:
             heights[1:] = ndi.maximum(p_fg, labels, index=np.arange(1, n + 1))
         cut = level * heights[grown]
-    return relabel_sequential(np.where(p_fg > cut, grown, 0).astype(labels.dtype))[0]
+    out = relabel_sequential(np.where(p_fg > cut, grown, 0).astype(labels.dtype))[0]
+    return fill_holes(out, in_plane) if fill else out

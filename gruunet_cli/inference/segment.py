@@ -129,10 +129,10 @@ class Predictor:
         (`PostConfig.outline_at`)."""
         level = self.post.outline_at(f)
         if level is None:
-            return labels
+            return instances.filled(labels, self.post, labels.ndim == 3 and self.dims == 2)
         reach = int(np.ceil(1 / f)) + 1  # one pixel of the network's grid, and one more
         p = p_fg if p_fg.shape == labels.shape else scale.probability_to_shape(p_fg, labels.shape)
-        return instances.outline(labels, p, level, reach, labels.ndim == 3 and self.dims == 2, self.post.outline_peak)
+        return instances.outline(labels, p, level, reach, labels.ndim == 3 and self.dims == 2, self.post.outline_peak, self.post.fill_holes)
 
     def auto_labels(self, image: np.ndarray, first: np.ndarray, p_first: np.ndarray) -> np.ndarray:
         """``--diameter auto``: the first pass's labels ``first`` (from ``p_first``, not yet

@@ -70,6 +70,7 @@ def det_by_min_size(probs: list[tuple[np.ndarray, float]], markers: list[np.ndar
         for (p, f), mk in zip(probs, markers):
             cfg = dataclasses.replace(post, min_size=int(round(size * f * f)))
             labels = scale.labels_to_shape(instances.probability_to_labels(p, cfg, in_plane), mk.shape)
+            labels = instances.filled(labels, cfg, in_plane)  # as `segment` writes it: a marker may lie in a hole
             total = total + metrics.detection_errors(mk, labels)
         out[size] = metrics.det_score(total)
     return out

@@ -177,7 +177,8 @@ def choose_from(probs: list[tuple[np.ndarray, float, np.ndarray]], post: PostCon
         for p, f, ref in probs:
             cfg = dataclasses.replace(post, split_h=h, min_size=int(round(post.min_size * f * f)))
             in_plane = ref.ndim == 3 and dims == 2
-            scored.append((p, scale.labels_to_shape(instances.probability_to_labels(p, cfg, in_plane), ref.shape), f, ref))
+            labels = scale.labels_to_shape(instances.probability_to_labels(p, cfg, in_plane), ref.shape)
+            scored.append((p, instances.filled(labels, cfg, in_plane), f, ref))  # "none" as `segment` writes it
         for peak in (False, True):
             if not grouped:
                 by_key[h, peak] = (seg_by_outline(scored, dims, levels, peak), {})

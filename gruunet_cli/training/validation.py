@@ -11,7 +11,7 @@ from torch import nn
 
 from ..config import NormConfig, PostConfig
 from ..evaluation import metrics
-from ..inference.instances import probability_to_labels
+from ..inference.instances import filled, probability_to_labels
 from ..inference.predict import probability
 from .data import Frame, FrameRef
 
@@ -44,7 +44,7 @@ def validate(model: nn.Module, frames: list[Frame | FrameRef], device: torch.dev
         pred = (p > post.threshold) & known
         inter += float(np.logical_and(pred, truth).sum())
         fg_total += float(pred.sum() + truth.sum())
-        m = metrics.match_objects(f.labels, probability_to_labels(p, post, in_plane))
+        m = metrics.match_objects(f.labels, filled(probability_to_labels(p, post, in_plane), post, in_plane))  # as `segment` writes
         jac_sum += float(m.jaccard.sum())
         objects += int(m.ref_labels.size)
     model.train(was_training)
