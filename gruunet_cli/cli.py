@@ -76,6 +76,7 @@ def train(
     val_fraction: Annotated[float, typer.Option(min=0.01, max=0.5, help="Share of each source's frames held out for validation (every 1/F-th; one frame: its last rows).", rich_help_panel="Data")] = 0.25,
     scale_to: Annotated[float | None, typer.Option(min=1.0, help="Resize each training image so its median cell diameter is this many px (generalist models; default: as is).", rich_help_panel="Data")] = None,
     ignore_unannotated: Annotated[bool, typer.Option("--ignore-unannotated/--no-ignore-unannotated", help="Partial CTC GT: leave cells with a TRA marker but no SEG label out of the loss (off: they count as background).", rich_help_panel="Data")] = True,
+    ignore_spots: Annotated[bool, typer.Option("--ignore-spots/--no-ignore-spots", help="Leave unlabelled bright specks (point-like spots off every labelled object) out of the loss: many nuclei sets label only some of them (off: they count as background).", rich_help_panel="Data")] = False,
     model: Annotated[Arch, typer.Option(help="Network.", rich_help_panel="Network and loss")] = Arch.gruunet,
     loss: Annotated[LossName, typer.Option(help="nfl: normalized focal (eq. 14), fl: focal (eq. 9), wce: U-Net weighted CE.", rich_help_panel="Network and loss")] = LossName.nfl,
     dims: Annotated[int | None, typer.Option(min=2, max=3, help="2D or 3D network (default: that of the images; 2 for slice GT).", rich_help_panel="Network and loss")] = None,
@@ -131,7 +132,7 @@ def train(
     cfg = tr.TrainConfig(model=model_cfg, loss=loss, crop=crop, batch=batch, lr=lr or tr.default_lr(init is not None), lr_schedule=lr_schedule, iterations=iterations, val_interval=val_interval,
         patience=patience, clean_fraction=clean_fraction, background_crops=background_crops, workers=workers, seed=seed, device=device, amp=amp,
         checkpoint_interval=checkpoint_interval, augment=aug, init=None if init is None else str(init),
-        val_fraction=val_fraction, scale_to=scale_to, ignore_unannotated=ignore_unannotated, threads=threads, ema=ema, clip_grad=clip_grad)
+        val_fraction=val_fraction, scale_to=scale_to, ignore_unannotated=ignore_unannotated, ignore_spots=ignore_spots, threads=threads, ema=ema, clip_grad=clip_grad)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     with Progress("training", iterations, disable=not main_rank, loss="loss {:.4f}", wait="data wait {:.1%}") as bar:
         result = tr.run(cfg, src, out, resume=resume,

@@ -26,6 +26,7 @@ from ..evaluation import metrics
 from ..files import ctc, images
 from ..files.sources import Layout, Source, folder_pairs
 from ..inference import normalize, scale
+from .spots import unlabelled_spots
 
 # Resize factors of ``--scale-to`` are kept within this (and its inverse).
 MAX_FACTOR = 4.0
@@ -42,6 +43,7 @@ class Frame:
     boxes: list[tuple[slice, ...]] = field(default_factory=list)
     ignore: np.ndarray | None = None
     ignored_cells: int = 0  # unannotated cells behind ``ignore``
+    ignored_spots: int = 0  # unlabelled bright specks behind ``ignore`` (spots.py)
 
     def __post_init__(self) -> None:
         if not self.boxes:
@@ -65,6 +67,7 @@ class FrameRef:
     markers: Path | None = None  # TRA markers: marked cells without a label are unknown (partial GT)
     st: Path | None = None  # silver truth giving the extent of those cells
     ignore_radius: float = 0.0  # px around a marker that are unknown when there is no silver truth
+    ignore_spots: bool = False  # unlabelled bright specks are unknown (``--ignore-spots``, spots.py)
 
     def load(self, norm: NormConfig) -> Frame:
         raw, _ = images.read_grey(self.image)  # RGB pictures become grey, as in `segment`
@@ -83,6 +86,12 @@ class FrameRef:
         if markers is not None:
             missing = metrics.unannotated_markers(labels, markers).size
             ignore = unannotated_region(labels, markers, self.ignore_radius, st)
+        spots = 0
+        if self.ignore_spots:
+            found = unlabelled_spots(raw, labels)
+            if found is not None:
+                spots = int(ndi.label(found)[1])
+                ignore = found if ignore is None else ignore | found
         cut = slice(int(round(self.rows[0] * raw.shape[-2])), int(round(self.rows[1] * raw.shape[-2])))
         image, labels = image[..., cut, :], labels[..., cut, :]
         ignore = None if ignore is None else ignore[..., cut, :]
@@ -91,7 +100,7 @@ class FrameRef:
             labels = scale.labels_to_shape(labels, image.shape)
             ignore = None if ignore is None else scale.labels_to_shape(ignore.astype(np.uint8), image.shape) > 0
         return Frame(self.name, np.ascontiguousarray(image), np.ascontiguousarray(labels), ignore=ignore,
-                     ignored_cells=missing)
+                     ignored_cells=missing, ignored_spots=spots)
 
 
 
@@ -204,12 +213,14 @@ class SourceFrames:
     stats: list[FrameStats]
 
 
-def scan(source: Source, dims: int, scale_to: float | None = None, partial: bool = True) -> SourceFrames:
+def scan(source: Source, dims: int, scale_to: float | None = None, partial: bool = True,
+         spots: bool = False) -> SourceFrames:
     """List a source's annotated frames, reading each reference once.
 
     With ``scale_to``, every frame gets the resize factor that brings its median object diameter
     to ``scale_to`` px (within 1/4..4x). Partial CTC frames get an ignore radius of half the
     largest object diameter of the source (``partial=False``: unannotated cells count as background).
+    ``spots``: unlabelled bright specks are left out of the loss (spots.py).
     """
     found = _ctc_refs(source, dims, partial) if source.layout == Layout.ctc else _folder_refs(source, dims)
     if not found:
@@ -224,7 +235,7 @@ def scan(source: Source, dims: int, scale_to: float | None = None, partial: bool
         f = 1.0
         if scale_to and st.diameters.size:
             f = float(np.clip(scale_to / np.median(st.diameters), 1 / MAX_FACTOR, MAX_FACTOR))
-        refs.append(dataclasses.replace(ref, factor=f, ignore_radius=radius if ref.markers else 0.0))
+        refs.append(dataclasses.replace(ref, factor=f, ignore_radius=radius if ref.markers else 0.0, ignore_spots=spots))
         out_stats.append(FrameStats(st.diameters * f, int(np.ceil(st.max_side * f))))
     return SourceFrames(source, refs, out_stats)
 

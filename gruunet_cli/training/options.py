@@ -37,6 +37,8 @@ class TrainConfig:
     scale_to: float | None = None  # resize each training frame so its median object diameter is this (px)
     # partial CTC GT: cells with a TRA marker but no SEG label are left out of the loss (not background)
     ignore_unannotated: bool = True
+    # unlabelled bright specks are left out of the loss: annotators label only some (spots.py)
+    ignore_spots: bool = False
     workers: int = 2
     seed: int = 0
     device: str = "auto"

@@ -20,7 +20,7 @@ class Prepared:
     val: list[data.FrameRef]  # loaded one at a time at each validation, so memory does not grow with them
     crop: int
     object_diameter: float | None
-    ignored: dict[str, int]  # unannotated cells / pixels left out of the loss (partial GT)
+    ignored: dict[str, int]  # unannotated cells (partial GT), specks (--ignore-spots), pixels left out of the loss
     native_diameter: float | None = None  # median cell diameter in the frames' own pixels (before --scale-to)
 
 
@@ -28,10 +28,10 @@ def prepare(cfg: TrainConfig, src: TrainData) -> Prepared:
     """Scan every source, split each into training and validation frames (or use ``src.val``),
     load the validation frames, measure crop size and cell size, count what partial GT ignores."""
     dims = cfg.model.dims
-    scanned = [data.scan(s, dims, cfg.scale_to, cfg.ignore_unannotated) for s in src.sources]
+    scanned = [data.scan(s, dims, cfg.scale_to, cfg.ignore_unannotated, cfg.ignore_spots) for s in src.sources]
     if src.val:
         train = [sf.refs for sf in scanned]
-        val_refs = [r for s in src.val for r in data.scan(s, dims, cfg.scale_to, cfg.ignore_unannotated).refs]
+        val_refs = [r for s in src.val for r in data.scan(s, dims, cfg.scale_to, cfg.ignore_unannotated, cfg.ignore_spots).refs]
     else:
         parts = [data.split(sf.refs, cfg.val_fraction) for sf in scanned]
         train, val_refs = [p[0] for p in parts], [r for p in parts for r in p[1]]
@@ -42,11 +42,13 @@ def prepare(cfg: TrainConfig, src: TrainData) -> Prepared:
     stats = [st for _, st in pairs]
     diameters = np.concatenate([st.diameters for st in stats] or [np.zeros(0)])
     native = np.concatenate([st.diameters / r.factor for r, st in pairs] or [np.zeros(0)])
-    ignored = {"cells": 0, "pixels": 0, "frames": 0}
-    for ref in (r for r in kept if r.markers is not None):
+    ignored = {"cells": 0, "pixels": 0, "frames": 0} | ({"spots": 0} if cfg.ignore_spots else {})
+    for ref in (r for r in kept if r.markers is not None or r.ignore_spots):
         frame = ref.load(cfg.norm)
         if frame.ignore is not None:
             ignored["cells"] += frame.ignored_cells
+            if cfg.ignore_spots:
+                ignored["spots"] += frame.ignored_spots
             ignored["pixels"] += int(frame.ignore.sum())
             ignored["frames"] += 1
     release_freed_memory()  # before the augmentation workers fork: they would inherit the scan's heap
