@@ -90,10 +90,16 @@ def default_model(arch: Arch, dims: int) -> ModelConfig:
 
 @dataclass(frozen=True)
 class NormConfig:
-    """Percentile intensity normalisation: (x - p_low) / (p_high - p_low), per image."""
+    """Percentile intensity normalisation: (x - p_low) / (p_high - p_low), per image, then
+    raised to ``gamma`` (sign kept): below 1 it lifts dim objects towards bright ones."""
 
     p_low: float = 1.0
     p_high: float = 99.8
+    gamma: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.1 <= self.gamma <= 10:
+            raise ValueError(f"gamma must be in 0.1..10, not {self.gamma!r}")
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,19 @@ def percentiles(image: np.ndarray, cfg: NormConfig) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def apply(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """(image − lo) / (hi − lo) as float32 (a constant image maps to 0; NaN/inf pixels to 0,
-    the low percentile, so one bad pixel cannot spread through the network)."""
+def apply(image: np.ndarray, lo: float, hi: float, gamma: float = 1.0) -> np.ndarray:
+    """(image − lo) / (hi − lo) as float32, then sign(x)·|x|^gamma (a constant image maps to 0;
+    NaN/inf pixels to 0, the low percentile, so one bad pixel cannot spread through the network).
+
+    >>> apply(np.array([0.0, 1.0, 2.0, 5.0]), 1.0, 5.0, gamma=0.5).tolist()
+    [-0.5, 0.0, 0.5, 1.0]
+    """
     scale = 1.0 / (hi - lo) if hi > lo else 0.0
     out = ((image.astype(np.float32) - np.float32(lo)) * np.float32(scale)).astype(np.float32, copy=False)
     if image.dtype.kind == "f":
         out[~np.isfinite(out)] = 0.0
+    if gamma != 1.0:
+        out = np.copysign(np.abs(out) ** np.float32(gamma), out)
     return out
 
 
@@ -44,4 +50,4 @@ def normalize(image: np.ndarray, cfg: NormConfig) -> np.ndarray:
     >>> normalize(np.arange(101, dtype=np.uint16), NormConfig(0, 100))[[0, 50, 100]].tolist()
     [0.0, 0.5, 1.0]
     """
-    return apply(image, *percentiles(image, cfg))
+    return apply(image, *percentiles(image, cfg), cfg.gamma)

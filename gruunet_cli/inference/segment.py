@@ -88,7 +88,7 @@ class Predictor:
         lo, hi = norm or normalize.percentiles(image, self.meta.norm)
         o = self.opts
         return probability(self.model, image, self.device, tile=o.tile, tile_z=o.tile_z, overlap=o.overlap,
-                           batch=self.batch, amp=o.amp, prepare=lambda t: normalize.apply(t, lo, hi),
+                           batch=self.batch, amp=o.amp, prepare=lambda t: normalize.apply(t, lo, hi, self.meta.norm.gamma),
                            iterations=iterations, tta=self.post.tta)
 
     def labels(self, image: np.ndarray, p_fg: np.ndarray | None = None) -> np.ndarray:

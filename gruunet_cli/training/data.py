@@ -80,7 +80,7 @@ class FrameRef:
             labels, markers, st = (a if a is None or a.ndim == raw.ndim else a[self.z] for a in (labels, markers, st))
         if raw.shape != labels.shape:
             raise UserError(f"shape {labels.shape} differs from its image {raw.shape} ({self.image.name})", self.labels)
-        image = normalize.apply(raw, lo, hi)
+        image = normalize.apply(raw, lo, hi, norm.gamma)
         labels = labels.astype(np.int32, copy=False)
         ignore, missing = None, 0
         if markers is not None:
