@@ -21,7 +21,7 @@ def two_reflect_convs(x: torch.Tensor) -> torch.Tensor:
 
 def test_bands_of_a_local_function_equal_one_pass() -> None:
     # float64: CI's CPU runs float32 convolutions in reduced precision (4.5e-4 apart between
-    # band shapes in stop 41's CI), float64 ones are exact to rounding on every CPU.
+    # band shapes in a CI run of stop 42), float64 ones are exact to rounding on every CPU.
     x = torch.randn(2, 4, 53, 17, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     whole = two_reflect_convs(x)
     for band in (8 * 17, 11 * 17, 40 * 17):  # 8 rows = 4 × halo, odd splits of 53 rows
