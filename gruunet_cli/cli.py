@@ -172,6 +172,7 @@ def segment(
     outline: Annotated[str | None, typer.Option(help="Probability level the objects' outlines follow on the image's own grid, or 'off' for the threshold's at the network's scale; for every image, enlarged or not, and for every object alike (default: model file's).")] = None,
     tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average the probability over the 8 flips and 90° rotations of each image: 8x the time (default: model file's).")] = None,
     fill_holes: Annotated[bool | None, typer.Option("--fill-holes/--keep-holes", help="Give each object the background it encloses, such as a nucleus' dark nucleoli (default: model file's; on unless it says otherwise).")] = None,
+    rejoin: Annotated[bool | None, typer.Option("--rejoin/--no-rejoin", help="With --diameter auto, rejoin large cells cut into pieces that a more shrunk probe finds whole (default: model file's).")] = None,
     diameter: Annotated[str, typer.Option(help="Cell diameter in pixels, 'auto' (estimated) or 'off': resize images so cells have the training size.")] = "auto",
     iterations: Annotated[Path | None, typer.Option(help="Write the 9 per-iteration GRU maps (paper Fig. 7) of the first frame here.")] = None,
     overlay: Annotated[Path | None, typer.Option(help="Write PNG overlays of mask contours on the image here.")] = None,
@@ -185,7 +186,7 @@ def segment(
     weights = weights or WEIGHTS
     if not source.exists():
         raise UserError("does not exist", source)
-    given = dict(threshold=threshold, min_size=min_size, grow=grow, split=split, split_h=split_h, tta=tta, fill_holes=fill_holes)
+    given = dict(threshold=threshold, min_size=min_size, grow=grow, split=split, split_h=split_h, tta=tta, fill_holes=fill_holes, rejoin=rejoin)
     overrides = {k: v for k, v in given.items() if v is not None} | ({} if outline is None else {"outline": parse_outline(outline), "outline_enlarged": None, "outline_peak": False})
     opts = seg.SegmentOptions(tile=tile, tile_z=tile_z, overlap=overlap, batch=batch, device=device, amp=amp,
                               threads=threads, overwrite=overwrite, diameter=parse_diameter(diameter), channel=channel,

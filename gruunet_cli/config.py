@@ -133,6 +133,10 @@ class PostConfig:
     # Fill each object's holes (background it encloses, in-plane for a 2D model's stack): a nucleus'
     # dark nucleoli otherwise leave holes or rings, and reference cells have none (GOWT1, DSB).
     fill_holes: bool = True
+    # With --diameter auto, rejoin the cells the chosen probe cut into pieces that the next smaller
+    # probe finds whole and convex (`scale.rejoined`). Per model file: it helps one that cuts large
+    # textured cells (`gruunet-nuclei`) and hurts one whose smaller probes merge dense cells.
+    rejoin: bool = False
 
     def __post_init__(self) -> None:
         levels = (self.threshold, self.grow_threshold, *(self.threshold if v is None else v for v in (self.outline, self.outline_enlarged)))

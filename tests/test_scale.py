@@ -45,6 +45,62 @@ def test_whole_probe_is_the_largest_that_agrees_with_the_next() -> None:
     assert scale.whole_probe([at(cells, 0.5), at(cells, 0.25)]).scale == 0.5
 
 
+def test_whole_probe_rejoins_a_large_cell_it_cut_into_pieces() -> None:
+    """Nine model-sized cells and one three times larger, which the probe cut into three pieces:
+    its cells still agree with the next smaller probe's overall (the other nine are whole), so it
+    is chosen, and the large cell comes back whole, as the smaller probe found it."""
+    centres = [(16 + 32 * (k // 3), 16 + 32 * (k % 3)) for k in range(9)]
+    cells = discs(centres, 8, (160, 160))
+    cells[discs([(128, 128)], 24, (160, 160)) > 0] = 10
+    cut = cells.copy()
+    cut[(cells == 10) & (np.arange(160) < 120)] = 11  # three slices of the large cell, gaps between
+    cut[(cells == 10) & (np.arange(160) >= 136)] = 12
+    cut[:, [119, 120, 136, 137]] = np.where(cells[:, [119, 120, 136, 137]] == 10, 0, cut[:, [119, 120, 136, 137]])
+    at = lambda lab, s: scale.Probe(s, scale.labels_to_shape(lab, (int(160 * s),) * 2))  # noqa: E731
+    probes = [at(cut, 0.5), at(cells, 0.25)]
+    assert scale.agreement(*probes) >= scale.AGREE
+    assert scale.count(scale.whole_probe(probes).labels) == 12  # off unless the model file says so
+    chosen = scale.whole_probe(probes, rejoin=True)
+    assert chosen.scale == 0.5 and scale.count(chosen.labels) == 10
+    jaccard = metrics.match_objects(scale.labels_to_shape(cells, (80, 80)), chosen.labels).jaccard
+    assert jaccard.min() > 0.9, jaccard
+
+
+def test_rejoined_takes_only_objects_mostly_inside_one_cell() -> None:
+    """An object with under `WITHIN` of its area in any one cell of the smaller probe is not a
+    piece of it; with more, it is, and joins the other piece of that cell (hand-made labels)."""
+    smaller = np.zeros((20, 40), np.int32)
+    smaller[2:18, 2:19], smaller[2:18, 21:38] = 1, 2
+    probe = np.zeros_like(smaller)
+    probe[2:18, 3:8], probe[2:18, 32:38] = 2, 3  # wholly inside cell 1 and cell 2
+    probe[2:18, 10:30] = 1  # 9 of its 20 columns in cell 1, 9 in cell 2
+    assert np.array_equal(scale.rejoined(scale.Probe(1.0, probe), scale.Probe(1.0, smaller)).labels, probe)
+    probe[2:18, 10:30] = 0
+    probe[2:18, 8:26] = 1  # 11 of 18 columns in cell 1: a piece of it
+    out = scale.rejoined(scale.Probe(1.0, probe), scale.Probe(1.0, smaller)).labels
+    assert scale.count(out) == 2
+    assert len(np.unique(out[2:18, 2:26])) == 1 and out[2, 2] > 0  # cell 1 filled out, the piece's overhang kept
+    assert out[2, 32] != out[2, 2]
+
+
+@pytest.mark.skipif(not NUCLEI.exists(), reason="shipped weights not in this checkout")
+def test_segment_rejoins_as_the_model_file_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gruunet-nuclei` records ``post.rejoin`` (chosen on its validation images), so `segment`
+    rejoins the chosen probe's cut cells; ``--no-rejoin`` (an override) and a file without it do not."""
+    from gruunet_cli.files import modelfile
+
+    assert modelfile.read_meta(NUCLEI).post.rejoin and not modelfile.read_meta(STARDIST2D).post.rejoin
+    calls: list[float] = []
+    real = scale.rejoined
+    monkeypatch.setattr(scale, "rejoined", lambda probe, smaller: calls.append(probe.scale) or real(probe, smaller))
+    image, _ = shrunk_validation_rows(2.5)  # 60-px nuclei: the probes decide
+    for overrides, expect in (({}, True), ({"rejoin": False}, False)):
+        calls.clear()
+        p = segment.Predictor(NUCLEI, segment.SegmentOptions(device="cpu", threads=1, post_overrides=overrides))
+        p.labels(image)
+        assert p.last_scale["factor"] in scale.PROBE_SCALES and bool(calls) == expect, (overrides, calls, p.last_scale)
+
+
 def test_labels_come_back_at_the_input_size_renumbered() -> None:
     labels = np.zeros((40, 40), np.uint16)
     labels[2:12, 2:12], labels[20, 20], labels[25:38, 25:38] = 3, 7, 9  # a 1-px object vanishes

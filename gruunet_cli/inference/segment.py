@@ -174,7 +174,7 @@ class Predictor:
             probes = [self.probe(image, s, norm) for s in scales[:1]]
             if probes and scale.fragmented(full, probes[0]):
                 probes += [self.probe(image, s, norm) for s in scales[1:]]
-                chosen = scale.whole_probe(probes)
+                chosen = scale.whole_probe(probes, self.post.rejoin)
                 return chosen.diameter, chosen.scale, chosen
             if d1 is None:
                 return None, None, None
