@@ -109,7 +109,7 @@ def train(
     object_intensity: ObjectIntensity = None,
     init: Annotated[Path | None, typer.Option(help="Start from this model file's weights (fine-tuning); its architecture is used.", rich_help_panel="Network and loss")] = None,
     unet_base: Annotated[int, typer.Option(min=1, help="U-Net first-level channels.", rich_help_panel="Network and loss")] = 64,
-    choose_outline: Annotated[bool, typer.Option("--choose-outline/--no-choose-outline", help="Afterwards, on the validation frames: measure how the model sizes cells larger than its own (for --diameter auto), and choose the probability level objects' outlines follow by SEG, segmented as `segment` does by default; both are written into the model file.", rich_help_panel="Schedule")] = True,
+    choose_outline: Annotated[bool, typer.Option("--choose-outline/--no-choose-outline", help="Afterwards, on the validation frames: measure how the model sizes cells larger than its own (for --diameter auto), choose the probability level objects' outlines follow and the split depth by SEG, and whether to rejoin large cells cut into pieces, segmented as `segment` does by default; all are written into the model file.", rich_help_panel="Schedule")] = True,
     choose_tta: ChooseTTA = False,
 ) -> None:
     """Train GRUU-Net (or the U-Net baseline) on CTC sequences and image/mask folders, as in the paper's Section 2.3."""

@@ -135,7 +135,8 @@ class PostConfig:
     fill_holes: bool = True
     # With --diameter auto, rejoin the cells the chosen probe cut into pieces that the next smaller
     # probe finds whole and convex (`scale.rejoined`). Per model file: it helps one that cuts large
-    # textured cells (`gruunet-nuclei`) and hurts one whose smaller probes merge dense cells.
+    # textured cells (`gruunet-nuclei`) and hurts one whose smaller probes merge dense cells, so
+    # `train` chooses it at its end on the validation frames (`tools.rejoin`).
     rejoin: bool = False
 
     def __post_init__(self) -> None:

@@ -175,6 +175,9 @@ def test_mixed_sources_train_a_few_iterations(tmp_path: Path) -> None:
     assert "outline " in result.output and meta.post.outline == chosen["outline"]
     # and how it sizes cells larger than its own, measured there first (too few here: unset)
     assert "large cells: " in result.output and meta.large_cell_ratio == meta.training["large_cell_sizing"]["ratio"]
+    # and last whether to rejoin cut cells, on the same frames
+    assert "rejoin cut large cells: " in result.output and meta.post.rejoin == meta.training["rejoin_choice"]["rejoin"]
+    assert meta.training["rejoin_choice"]["frames"] == chosen["frames"]
 
 
 @pytest.mark.slow

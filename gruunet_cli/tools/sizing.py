@@ -21,7 +21,7 @@ import numpy as np
 from ..files import images, modelfile
 from ..inference import scale
 from ..inference.segment import Predictor, SegmentOptions
-from . import outline
+from . import outline, rejoin
 
 MIN_FRAMES = 3  # fewer frames with large cells say too little: the ratio stays unset
 
@@ -78,12 +78,13 @@ def describe(sizing: Sizing) -> str:
 def after_training(weights: Path, opts: SegmentOptions, try_tta: bool = False) -> list[str]:
     """What `train` does at its end, on the model file's validation frames: measure how it sizes
     large cells (this first: it decides how `segment` resizes them), then choose the outline and
-    split depth (`outline`; with ``try_tta`` also whether to average flips and rotations); all are
-    recorded in the file. Returns a line for each."""
+    split depth (`outline`; with ``try_tta`` also whether to average flips and rotations), and last,
+    with those, whether to rejoin cells the chosen probe cut (`rejoin`); all are recorded in the
+    file. Returns a line for each."""
     pairs = outline.validation_pairs(weights)
     sizing = measure(Predictor(weights, opts), pairs)
     record(weights, sizing)
-    return [describe(sizing), outline.choose_and_record(weights, opts, try_tta)]
+    return [describe(sizing), outline.choose_and_record(weights, opts, try_tta), rejoin.choose_and_record(weights, opts, pairs)]
 
 
 def main(argv: list[str] | None = None) -> None:
