@@ -134,22 +134,22 @@ class Predictor:
         p = p_fg if p_fg.shape == labels.shape else scale.probability_to_shape(p_fg, labels.shape)
         return instances.outline(labels, p, level, reach, labels.ndim == 3 and self.dims == 2, self.post.outline_peak, self.post.fill_holes)
 
-    def auto_labels(self, image: np.ndarray, first: np.ndarray, p_first: np.ndarray) -> np.ndarray:
+    def auto_labels(self, image: np.ndarray, first: np.ndarray, p_first: np.ndarray, fragments: bool = False) -> np.ndarray:
         """``--diameter auto``: the first pass's labels ``first`` (from ``p_first``, not yet
         `outlined`) measure the cells (`auto_scale`); the image is segmented again only when
         it must be resized, and a shrunk probe's labels are kept when the probes chose one."""
-        d, f, chosen = self.auto_scale(image, first)
+        d, f, chosen = self.auto_scale(image, first, fragments=fragments)
         self.last_scale = {"diameter": d, "factor": f or 1.0}
         if chosen is not None:
             return self.outlined(scale.labels_to_shape(chosen.labels, image.shape), chosen.p_fg, chosen.scale)
         return self.outlined(first, p_first, 1.0) if f is None else self.labels_at(image, f)
 
     def window_labels(self, image: np.ndarray, as_is: Callable[[], tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """``--diameter auto``, measuring cells on a window of the image (`scale.window`,
-        normalised as the whole image) when the cells it
-        measures (whole, at the chosen probe's scale) number `scale.MIN_CELLS`; then the whole
+        """``--diameter auto``, measuring cells on a window of the image (`scale.window`, normalised
+        as the whole image) when the cells it measures (at the chosen probe's scale) number `scale.MIN_CELLS`; then the whole
         image is segmented once, at the scale chosen (``as_is()`` when none). Otherwise, and for
-        an image no larger than the window, the image's own first pass measures (`auto_labels`)."""
+        an image no larger than the window, the image's own first pass measures (`auto_labels`),
+        probing it where the window's cells were fragments (its own pass may find specks)."""
         if (win := scale.window(image)) is not None:
             norm = normalize.percentiles(image, self.meta.norm)
             view = np.ascontiguousarray(image[(..., *win)])
@@ -158,21 +158,21 @@ class Predictor:
             if scale.count(first if chosen is None else chosen.labels) >= scale.MIN_CELLS:  # the cells measured
                 self.last_scale = {"diameter": d, "factor": f or 1.0}
                 return self.outlined(*as_is(), 1.0) if f is None else self.labels_at(image, f)
-        return self.auto_labels(image, *as_is())
+        return self.auto_labels(image, *as_is(), fragments=win is not None and chosen is not None)  # window: fragments, too few
 
     def auto_scale(self, image: np.ndarray, first: np.ndarray, norm: tuple[float, float] | None = None,
-                   ) -> tuple[float | None, float | None, scale.Probe | None]:
+                   fragments: bool = False) -> tuple[float | None, float | None, scale.Probe | None]:
         """(cell diameter, resize factor or None, probe whose labels to keep or None) from the labels ``first``
         of a pass at full size. Larger cells than the model's are brought to its size and checked there
         (`scale.LARGER`); smaller ones may be fragments, so shrunk probes (`scale.PROBE_SCALES`) decide
-        (`scale.fragmented`, `scale.whole_probe`). ``norm``: a window's, normalised as its image."""
+        (`scale.fragmented`, or ``fragments`` known; `scale.whole_probe`). ``norm``: a window's, as its image."""
         model_d = self.meta.object_diameter
         full = scale.Probe(1.0, first)
         d1 = full.diameter
         if d1 is None or d1 < model_d * scale.TOLERANCE:
             scales = [s for s in scale.PROBE_SCALES if min(image.shape[-2:]) * s >= scale.MIN_PROBE_SIDE]
             probes = [self.probe(image, s, norm) for s in scales[:1]]
-            if probes and scale.fragmented(full, probes[0]):
+            if probes and (fragments or scale.fragmented(full, probes[0])):
                 probes += [self.probe(image, s, norm) for s in scales[1:]]
                 chosen = scale.whole_probe(probes, self.post.rejoin)
                 return chosen.diameter, chosen.scale, chosen

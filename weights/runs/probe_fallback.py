@@ -1,6 +1,10 @@
 """As-user validation SEG under alternative fallbacks of `scale.whole_probe` (no pair of probes agrees; session 38).
 
-    python weights/runs/probe_fallback.py MODEL.safetensors [CTC_DIR with val/ and val_GT/SEG/]
+    python weights/runs/probe_fallback.py MODEL.safetensors [CTC_DIR with val/ and val_GT/SEG/ [RULE,RULE...]]
+
+Rules: shrunk (the code's fallback until session 39), agree (the larger probe of the best-agreeing
+pair), agree_rejoin (the same, rejoined with the smaller of the pair), size (the probe whose cells
+are nearest the model's diameter at its scale).
 """
 import sys, time
 import numpy as np
@@ -25,9 +29,13 @@ def make(rule):
             return probes[-1]
         if rule == "shrunk":
             pick = found[-1]
-        elif rule == "agree":
-            cands = [(scale.agreement(a, b), a) for a, b in zip(probes, probes[1:]) if a.diameter is not None]
-            pick = max(cands, key=lambda t: t[0])[1] if cands else found[-1]
+        elif rule in ("agree", "agree_rejoin"):
+            cands = [(scale.agreement(a, b), i) for i, (a, b) in enumerate(zip(probes, probes[1:])) if a.diameter is not None]
+            if cands:
+                i = max(cands)[1]
+                pick = scale.rejoined(probes[i], probes[i + 1]) if rejoin and rule == "agree_rejoin" else probes[i]
+            else:
+                pick = found[-1]
         elif rule == "size":
             pick = min(found, key=lambda p: abs(np.log(p.diameter * p.scale / model_d)))
         log.append(("fallback", pick.scale))
@@ -43,7 +51,7 @@ else:
 p = Predictor(weights, SegmentOptions(device="cpu", threads=2))
 model_d = p.meta.object_diameter
 data = [(images.read_grey(i)[0], images.read_labels(r), r.stem) for i, r in pairs]
-for rule in ("shrunk", "agree", "size"):
+for rule in (sys.argv[3].split(",") if len(sys.argv) > 3 else ("shrunk", "agree", "size")):
     scale.whole_probe = make(rule)
     js, t, per = [], time.time(), {}
     for image, ref, name in data:
