@@ -3,7 +3,9 @@ split, scale normalisation, balanced sampling, and a real training run on a mix 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +109,24 @@ def test_bad_sources_are_one_line_errors(tmp_path: Path, case: str, message: str
     assert not list(tmp_path.glob("m.*"))  # nothing written
 
 
+def test_an_image_unreadable_past_its_header_is_one_line_from_the_worker(tmp_path: Path) -> None:
+    """Images are read lazily, by the augmentation workers: a TIFF cut short after its header
+    passes the scan, and its error still reaches the user as one line, exit code 2, with the
+    workers stopped then (not when the process exits) and nothing written."""
+    root = stardist_folder(tmp_path / "sd", [(64, 64), (64, 64), (64, 64)])
+    for image in (root / "images").iterdir():  # the validation image too: whichever is read first
+        data = image.read_bytes()
+        image.write_bytes(data[: len(data) // 2])
+    before = set(multiprocessing.active_children())
+    result = CliRunner().invoke(app, ["train", str(root), "--out", str(tmp_path / "m"), "--iterations", "2",
+                                      "--workers", "1", "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(rf"error: {re.escape(str(root / 'images'))}/img\d\.tif: cannot read TIFF .*", lines[0]), result.output
+    assert not set(multiprocessing.active_children()) - before  # the worker was stopped
+    assert not list(tmp_path.glob("m.*"))
+
+
 def test_scan_measures_and_scale_to_normalises_cell_size(tmp_path: Path) -> None:
     small = stardist_folder(tmp_path / "small", [(96, 96)] * 2, radius=(4, 5))
     big = stardist_folder(tmp_path / "big", [(96, 96)] * 2, seed=3, radius=(10, 12))
@@ -192,7 +212,7 @@ def test_dsb_training_memory_stays_bounded(shared_data: Path, tmp_path: Path) ->
         "print('RSS', me, kids)\n"
     )
     args = ["train", str(shared_data / "DSB2018-fluo" / "train"), "--out", str(tmp_path / "m"), "--iterations", "3",
-            "--val-interval", "3", "--val-fraction", "0.02", "--crop", "64", "--workers", "1", "--scale-to", "17",
+            "--val-interval", "3", "--val-fraction", "0.01", "--crop", "64", "--workers", "1", "--scale-to", "17",
             "--device", "cpu", "--no-choose-outline"]  # training's memory; the choices after it are not part of it
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=900,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -308,11 +308,17 @@ def test_sigterm_during_training_saves_and_exits_143(tmp_path: Path) -> None:
     out = tmp_path / "m"
     cmd = [sys.executable, "-m", "gruunet_cli", "train", str(images), str(gt), "--out", str(out), "--iterations", "100000",
            "--crop", "32", "--workers", "1", "--device", "cpu", "--checkpoint-interval", "100000", "--val-interval", "100000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    time.sleep(20)  # start-up, then some iterations
-    assert proc.poll() is None
+    log = tmp_path / "log.txt"
+    with log.open("w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and "training 1/" not in log.read_text():
+        time.sleep(0.2)  # start-up: a log file hears the first iteration, then one line every 30 s
+    time.sleep(1)  # some more iterations
+    assert proc.poll() is None, log.read_text()
     os.killpg(proc.pid, signal.SIGTERM)  # the whole group, augmentation worker included (as `pkill -f` or docker stop)
-    output, _ = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    output = log.read_text()
     assert proc.returncode == 143, output
     assert "interrupted, checkpoint saved" in output
     state = torch.load(output_paths(out)["checkpoint"], weights_only=True)["state"]

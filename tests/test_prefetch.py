@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import gc
+import multiprocessing
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ from synthetic import touching_discs
 
 from gruunet_cli.training.augment import NO_AUGMENTATION, AugmentConfig
 from gruunet_cli.training.data import Frame
-from gruunet_cli.training.prefetch import SamplingConfig, make_loader
+from gruunet_cli.training.prefetch import SamplingConfig, batches, make_loader
 
 
 def frames() -> list[Frame]:
@@ -83,10 +83,15 @@ def test_last_phase_is_not_augmented() -> None:
 
 
 def test_worker_error_reaches_the_trainer() -> None:
+    """A worker's exception (here a bug: a frame without two dimensions) reaches the training
+    loop with the worker's traceback, and the workers are stopped then: the traceback holds the
+    DataLoader's iterator, which stopped them only at exit, where each lived out its SIGTERM grace."""
     bad = [Frame("broken", np.zeros((4,), np.float32), np.zeros((4,), np.int32), boxes=[(slice(0, 1),)])]
-    with pytest.raises(Exception, match="DataLoader worker"):
-        take(make_loader(bad, cfg(), workers=2), 1)
-    gc.collect()  # the traceback held the loader: its workers are told to stop now, not at exit
+    before = set(multiprocessing.active_children())
+    with pytest.raises(Exception, match="DataLoader worker") as caught:
+        next(batches(make_loader(bad, cfg(), workers=2)))
+    assert "Original Traceback" in str(caught.value)
+    assert not set(multiprocessing.active_children()) - before
 
 
 def test_background_crops_show_what_object_crops_never_do() -> None:

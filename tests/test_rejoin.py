@@ -14,6 +14,7 @@ from helpers import NUCLEI, STARDIST2D, shrunk_validation_rows
 from gruunet_cli.evaluation import metrics
 from gruunet_cli.files import modelfile
 from gruunet_cli.inference import segment
+from gruunet_cli.inference.passes import SharedPasses
 from gruunet_cli.tools import rejoin
 
 OPTS = segment.SegmentOptions(device="cpu", threads=1)
@@ -41,24 +42,29 @@ def frame(tmp_path: Path, f: float) -> tuple[tuple[Path, Path], np.ndarray, np.n
     # gruunet-stardist2d's ¼ probe merges touching 48-px ones into convex blobs (0.820 → 0.733)
     (NUCLEI, 3.0, True), (STARDIST2D, 2.0, False)])
 def test_the_better_way_on_the_validation_frames_is_recorded(tmp_path: Path, weights: Path, f: float, expect: bool) -> None:
-    """Both ways are scored as `segment` runs them (``--rejoin`` / ``--no-rejoin``), the higher SEG
-    is written into the file, and `segment` then follows the file."""
+    """Both ways are scored as `segment` runs them (``--rejoin`` / ``--no-rejoin``; the way not
+    chosen by hand, the chosen one as `segment` follows the file), and the higher SEG is written
+    into the file."""
     if not weights.exists():
         pytest.skip("shipped weights not in this checkout")
     w = copy_without_rejoin(weights, tmp_path)
     pair, image, truth = frame(tmp_path, f)
-    by_hand = {}
-    for key, on in (("off", False), ("on", True)):
-        labels = segment.Predictor(w, dataclasses.replace(OPTS, post_overrides={"rejoin": on})).labels(image)
-        by_hand[key] = (metrics.seg_score(metrics.match_objects(truth, labels).jaccard), labels)
     choice = rejoin.choose(w, OPTS, [pair])
     assert choice is not None and choice.rejoin is expect and choice.changed == ("ref.tif",)
-    assert choice.seg == pytest.approx({k: v[0] for k, v in by_hand.items()})
-    assert abs(choice.seg["on"] - choice.seg["off"]) > 0.005  # a real difference, not a tie broken
+    chosen, other = ("on", "off") if expect else ("off", "on")
     rejoin.record(w, choice)
     meta = modelfile.read_meta(w)
     assert meta.post.rejoin is expect and meta.training["rejoin_choice"]["rejoin"] is expect
-    assert np.array_equal(segment.Predictor(w, OPTS).labels(image), by_hand["on" if expect else "off"][1])
+    by_hand = segment.Predictor(w, dataclasses.replace(OPTS, post_overrides={"rejoin": not expect}))
+    followed = segment.Predictor(w, OPTS)  # `segment` follows the file now
+    SharedPasses([by_hand, followed])  # one file's weights: the same passes (test_passes.py)
+    by_hand, followed = by_hand.labels(image), followed.labels(image)
+
+    def seg(labels: np.ndarray) -> float:
+        return metrics.seg_score(metrics.match_objects(truth, labels).jaccard)
+
+    assert choice.seg == pytest.approx({chosen: seg(followed), other: seg(by_hand)})  # both ways scored as segment runs them
+    assert abs(choice.seg["on"] - choice.seg["off"]) > 0.005  # a real difference, not a tie broken
     assert ("on" if expect else "off") in rejoin.describe(choice)
 
 

@@ -12,6 +12,7 @@ from helpers import NUCLEI, STARDIST2D, random_model_file, shrunk_validation_row
 from gruunet_cli.config import PostConfig
 from gruunet_cli.evaluation import metrics
 from gruunet_cli.inference import scale, segment
+from gruunet_cli.inference.passes import SharedPasses
 from gruunet_cli.tools import demo
 
 
@@ -94,11 +95,13 @@ def test_segment_rejoins_as_the_model_file_says(monkeypatch: pytest.MonkeyPatch)
     real = scale.rejoined
     monkeypatch.setattr(scale, "rejoined", lambda probe, smaller: calls.append(probe.scale) or real(probe, smaller))
     image, _ = shrunk_validation_rows(2.5)  # 60-px nuclei: the probes decide
-    for overrides, expect in (({}, True), ({"rejoin": False}, False)):
+    ways = [(segment.Predictor(NUCLEI, segment.SegmentOptions(device="cpu", threads=1, post_overrides=overrides)), expect)
+            for overrides, expect in (({}, True), ({"rejoin": False}, False))]
+    SharedPasses([p for p, _ in ways])  # the same passes; only what is done with the probes differs
+    for p, expect in ways:
         calls.clear()
-        p = segment.Predictor(NUCLEI, segment.SegmentOptions(device="cpu", threads=1, post_overrides=overrides))
         p.labels(image)
-        assert p.last_scale["factor"] in scale.PROBE_SCALES and bool(calls) == expect, (overrides, calls, p.last_scale)
+        assert p.last_scale["factor"] in scale.PROBE_SCALES and bool(calls) == expect, (p.post.rejoin, calls, p.last_scale)
 
 
 def test_labels_come_back_at_the_input_size_renumbered() -> None:
@@ -201,9 +204,10 @@ def test_auto_diameter_measures_a_large_image_on_one_window(monkeypatch: pytest.
     image[256:, 256:] = base
     shapes: list[tuple[int, ...]] = []
     results = {}
-    for side in (256, 10**6):  # windowed; the whole image (above any size)
+    predictors = [segment.Predictor(STARDIST2D, segment.SegmentOptions(device="cpu", threads=1)) for _ in range(2)]
+    SharedPasses(predictors)  # both segment the whole image at full size: one pass (the shapes asked for still counted)
+    for side, p in zip((256, 10**6), predictors):  # windowed; the whole image (above any size)
         monkeypatch.setattr(scale, "WINDOW", side)
-        p = segment.Predictor(STARDIST2D, segment.SegmentOptions(device="cpu", threads=1))
         inner = p.probabilities
         monkeypatch.setattr(p, "probabilities", lambda im, *a, **k: shapes.append(im.shape) or inner(im, *a, **k))
         shapes.clear()
@@ -228,12 +232,13 @@ def test_auto_diameter_sees_fragments_of_the_models_own_size(monkeypatch: pytest
     truth = tifffile.imread(demo.SAMPLE / "01_GT" / "SEG" / "man_seg000.tif")
     true_d = scale.object_diameter([truth])
     as_is = segment.Predictor(NUCLEI, segment.SegmentOptions(device="cpu", diameter=None, threads=1))
+    autos = [segment.Predictor(NUCLEI, segment.SegmentOptions(device="cpu", threads=1)) for _ in range(2)]
+    SharedPasses([as_is, *autos])  # a pass of the same image at the same scale is run once
     first = as_is.labels(image)
     assert scale.object_diameter([first]) < scale.TOLERANCE * as_is.meta.object_diameter  # fragments look model-sized
     plain = metrics.seg_score(metrics.match_objects(truth, first).jaccard)
-    for side in (10**6, scale.WINDOW):  # whole; a window
+    for side, p in zip((10**6, scale.WINDOW), autos):  # whole; a window
         monkeypatch.setattr(scale, "WINDOW", side)
-        p = segment.Predictor(NUCLEI, segment.SegmentOptions(device="cpu", threads=1))
         auto = metrics.seg_score(metrics.match_objects(truth, p.labels(image)).jaccard)
         assert p.last_scale["diameter"] == pytest.approx(true_d, rel=0.25), p.last_scale
         assert p.last_scale["factor"] < 1 / scale.TOLERANCE, p.last_scale  # shrunk
@@ -248,7 +253,7 @@ def test_auto_diameter_measures_a_stack_on_an_in_plane_window() -> None:
     would be, and segmented at the same scale (two identical slices: the same mask twice)."""
     from gruunet_cli.tools.bench_stages import tiled_sample
 
-    plane = tiled_sample(600)
+    plane = tiled_sample(400)  # above 2·WINDOW² pixels: measured on a window
     stack = np.stack([plane, plane])
     assert scale.window(stack) == scale.window(plane) is not None
     p2 = segment.Predictor(NUCLEI, segment.SegmentOptions(device="cpu", threads=1))
@@ -276,6 +281,7 @@ def test_large_cells_are_measured_again_at_the_chosen_factor(monkeypatch: pytest
     image = scale.resize_plane(image, k)
     truth = scale.labels_to_shape(truth, image.shape)
     predictor = segment.Predictor(NUCLEI, segment.SegmentOptions(diameter="auto", threads=1, device="cpu"))
+    SharedPasses([predictor])  # both ways start from the same full-size pass
     checked = predictor.labels(image)
     f_checked = predictor.last_scale["factor"]
     monkeypatch.setattr(scale, "LARGER", float("inf"))  # the first pass's measurement as it is
@@ -300,7 +306,8 @@ def test_fragments_seen_on_a_window_get_the_whole_image_probed() -> None:
     truth = tifffile.imread(DSB_TRAIN / "masks" / f"{name}.tif")
     image = scale.resize_plane(image, 60.0 / scale.object_diameter([truth]))
     truth = scale.labels_to_shape(truth, image.shape)
-    predictor = segment.Predictor(NUCLEI, segment.SegmentOptions(threads=2, device="cpu"))
+    predictor = segment.Predictor(NUCLEI, segment.SegmentOptions(threads=1, device="cpu"))
+    SharedPasses([predictor])  # the premise's two passes are the first two of `labels`
     first = predictor.labels_from(predictor.probabilities(image)[0], image)
     assert not scale.fragmented(scale.Probe(1.0, first), predictor.probe(image, 0.5))
     labels = predictor.labels(image)

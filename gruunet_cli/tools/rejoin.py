@@ -7,7 +7,8 @@ found it. Whether that helps depends on the model: `gruunet-nuclei` cuts large t
 (GOWT1 02: SEG 0.781 → 0.799 with it), while `gruunet-stardist2d`'s smaller probes merge touching
 nuclei into convex blobs, and rejoining them cost it 0.02–0.09 on its enlarged validation rows.
 So `train` segments its validation frames both ways, exactly as `segment` does by default, and
-keeps the one with the higher SEG (off among equals: most frames never reach the probes).
+keeps the one with the higher SEG (off among equals: most frames never reach the probes). Both
+ways share their network passes (`inference.passes`), so this costs one segmentation per frame.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from ..evaluation import metrics
 from ..files import images, modelfile
+from ..inference.passes import SharedPasses
 from ..inference.segment import Predictor, SegmentOptions
 
 
@@ -39,11 +41,13 @@ def choose(weights: Path, opts: SegmentOptions, pairs: list[tuple[Path, Path]]) 
         return None
     predictors = {k: Predictor(weights, dataclasses.replace(opts, post_overrides={**opts.post_overrides, "rejoin": k == "on"}))
                   for k in ("off", "on")}
+    passes = SharedPasses(list(predictors.values()))  # both ways run the same passes
     jaccards: dict[str, list[float]] = {"off": [], "on": []}
     changed = []
     for image_path, ref_path in pairs:
         image, ref = images.read_grey(image_path)[0], images.read_labels(ref_path)
         labels = {k: p.labels(image) for k, p in predictors.items()}
+        passes.clear()
         for k, lab in labels.items():
             jaccards[k] += list(metrics.match_objects(ref, lab).jaccard)
         if not np.array_equal(labels["off"], labels["on"]):

@@ -8,21 +8,24 @@ to fit in memory (already loaded `Frame`s are accepted too).
 
 Sample ``i`` is drawn with its own generator ``np.random.default_rng([seed, i])``, so a batch
 is the same whatever the number of workers (0 = inline, for debugging) and a resumed run
-continues with exactly the batches it would have seen. A worker's exception reaches the
-training loop with the worker's traceback (DataLoader re-raises it); a killed worker raises too.
+continues with exactly the batches it would have seen. Read through `batches`, an unreadable
+image in a worker (a `UserError`) reaches the training loop as that one-line error; any other
+worker exception with the worker's traceback (DataLoader re-raises it); a killed worker raises too.
+Either way the workers are stopped at once, not left to the SIGTERM grace at exit (20 s).
 """
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..config import NormConfig
+from ..errors import UserError
 from .augment import NO_AUGMENTATION, AugmentConfig, augmented_crop
 from .data import Frame, FrameCache, FrameRef
 from .loss import unet_weight_map
@@ -40,6 +43,18 @@ class SamplingConfig:
     # Share of crops centred anywhere in the frame instead of on an object: background far from
     # cells is otherwise never seen (partial GT frames label only a few cells).
     background_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class WorkerUserError:
+    """A `UserError` met in a worker, sent as a batch: DataLoader would re-raise it with the
+    worker's traceback as its message."""
+
+    message: str
+
+
+def collate(items: list) -> dict[str, torch.Tensor] | WorkerUserError:
+    return next((i for i in items if isinstance(i, WorkerUserError)), None) or default_collate(items)
 
 
 class CropDataset(Dataset):
@@ -60,7 +75,13 @@ class CropDataset(Dataset):
     def __len__(self) -> int:  # nominal; the batch sampler decides which indices are drawn
         return 1 << 62
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | WorkerUserError:
+        try:
+            return self.sample(index)
+        except UserError as exc:  # an unreadable image, read lazily here
+            return WorkerUserError(str(exc))
+
+    def sample(self, index: int) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, index])
         source = self.sources[int(rng.integers(len(self.sources)))] if len(self.sources) > 1 else self.sources[0]
@@ -120,6 +141,24 @@ def make_loader(sources: list[list[Frame | FrameRef]] | list[Frame], cfg: Sampli
         num_workers=workers,
         pin_memory=pin_memory,
         worker_init_fn=_worker_init if workers else None,
+        collate_fn=collate,
         prefetch_factor=prefetch_batches if workers else None,
         persistent_workers=False,
     )
+
+
+def batches(loader: DataLoader) -> Generator[dict[str, torch.Tensor], None, None]:
+    """The loader's batches, a worker's `UserError` raised as itself. However it ends (an error,
+    or closed), the workers are stopped now: an exception's traceback would keep the iterator
+    alive until exit, where each worker, sent SIGTERM, lives out its grace first."""
+    it = iter(loader)
+    try:
+        while True:
+            batch = next(it)
+            if isinstance(batch, WorkerUserError):
+                raise UserError(batch.message)
+            yield batch
+    finally:
+        stop = getattr(it, "_shutdown_workers", None)  # what the iterator's __del__ calls (private in torch)
+        if stop is not None:
+            stop()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from .checkpoint import (
 from .data import guess_dims
 from .ema import averaged, evaluated
 from .options import TrainConfig, TrainData, default_lr, learning_rate
-from .prefetch import SamplingConfig, make_loader
+from .prefetch import SamplingConfig, batches, make_loader
 from .prepare import Prepared, prepare
 from .step import Interval, train_step
 from .stopping import deferred_stop
@@ -158,7 +158,7 @@ def _setup(cfg: TrainConfig, src: TrainData, out: Path, resume: bool) -> Run:
                state, info, avg)
 
 
-def _batches(r: Run) -> Iterator[dict[str, torch.Tensor]]:
+def _batches(r: Run) -> Generator[dict[str, torch.Tensor], None, None]:
     """The prefetcher's batches from the run's current iteration on (augmented until the last phase)."""
     cfg = r.cfg
     sampling = SamplingConfig(
@@ -168,7 +168,7 @@ def _batches(r: Run) -> Iterator[dict[str, torch.Tensor]]:
     )
     loader = make_loader(r.prep.train, sampling, cfg.workers, start_batch=r.state.iteration, rank=r.dinfo.rank,
                          world=r.dinfo.world, pin_memory=r.device.type == "cuda", norm=cfg.norm)
-    return iter(loader)
+    return batches(loader)
 
 
 def _loop(r: Run, progress: Callable[[int, dict[str, float]], None] | None,
@@ -204,7 +204,7 @@ def _loop(r: Run, progress: Callable[[int, dict[str, float]], None] | None,
     except KeyboardInterrupt:
         return False, 2
     finally:
-        del batches  # stops the worker processes
+        batches.close()  # stops the worker processes now (`prefetch.batches`)
         state.elapsed_s = time.perf_counter() - t_start
     return False, 0
 
