@@ -14,6 +14,7 @@ from helpers import NUCLEI
 from gruunet_cli.config import ModelMeta
 from gruunet_cli.files import modelfile
 from gruunet_cli.inference import runtime, scale, segment
+from gruunet_cli.inference.passes import SharedPasses
 from gruunet_cli.tools import demo, sizing
 
 needs_nuclei = pytest.mark.skipif(not NUCLEI.exists(), reason="shipped weights not in this checkout")
@@ -57,11 +58,12 @@ def test_the_ratio_brings_auto_to_the_true_diameter(tmp_path: Path, monkeypatch:
         tifffile.imwrite(tmp_path / f"r{i}.tif", truth[y:y + h, x:x + h])
         pairs.append((tmp_path / f"i{i}.tif", tmp_path / f"r{i}.tif"))
     opts = segment.SegmentOptions(device="cpu", threads=1)
-    before = segment.Predictor(weights, opts)
+    before, measurer = segment.Predictor(weights, opts), segment.Predictor(weights, opts)
+    passes = SharedPasses([before, measurer])  # by hand below: the same first passes, measured again
     before.labels(image)
     d_before, f_before = before.last_scale["diameter"], before.last_scale["factor"]
 
-    found = sizing.measure(segment.Predictor(weights, opts), pairs, min_frames=1)
+    found = sizing.measure(measurer, pairs, min_frames=1)
     assert len(found.ratios) >= 1
     for name, ratio in found.ratios.items():  # by hand: the median of the first pass's cells against the reference's
         frame = tifffile.imread(tmp_path / name.replace("r", "i"))
@@ -75,6 +77,7 @@ def test_the_ratio_brings_auto_to_the_true_diameter(tmp_path: Path, monkeypatch:
     meta = modelfile.read_meta(weights)
     assert meta.large_cell_ratio == found.ratio and meta.training["large_cell_sizing"]["ratio"] == found.ratio
     after = segment.Predictor(weights, opts)
+    passes.add([after])  # its first pass is `before`'s: only how it is measured changed
     after.labels(image)
     true_d = scale.object_diameter([truth])
     assert after.last_scale["diameter"] == pytest.approx(d_before / found.ratio)
