@@ -1,20 +1,28 @@
 """One network pass per input for predictors of one model file that differ only in what they do
 with its probabilities (`tools.rejoin` segments each validation frame with rejoining off and on:
-the same passes, probes included, only `scale.whole_probe` differs).
+the same passes, probes included, only `scale.whole_probe` differs), or that are made again from
+the file after a choice was written into it (`train`'s end step: `tools.sizing.after_training`
+runs the first passes, `tools.outline` those and the probes and final passes, `tools.rejoin` all
+three again).
 
 The network is deterministic for a given input on one device, so reusing a pass changes no label;
-it halves the time of such a comparison.
+it halves the time of such a comparison. The cache holds at most `MAX_BYTES` of probabilities and
+drops the least recently used first, so a long series of large stacks costs a bounded amount of
+memory and still shares passes between calls close together (rejoin's two ways of one frame).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from .segment import Predictor
+
+MAX_BYTES = 1 << 30  # of cached probabilities (1 GiB: every validation frame of a DSB-sized split, many times over)
 
 
 def signature(predictor: Predictor) -> tuple:
@@ -32,12 +40,15 @@ def signature(predictor: Predictor) -> tuple:
 
 class SharedPasses:
     """Wraps ``predictors``' `Predictor.probabilities` with one cache keyed by the predictor's
-    `signature`, the input's content, ``iterations`` and ``norm``; `clear` it between images to
-    bound memory."""
+    `signature`, the input's content, ``iterations`` and ``norm``, holding at most ``max_bytes``
+    (least recently used dropped first; a pass larger than that is not kept)."""
 
-    def __init__(self, predictors: Sequence[Predictor]) -> None:
-        self.cache: dict[tuple, np.ndarray] = {}
+    def __init__(self, predictors: Sequence[Predictor] = (), max_bytes: int = MAX_BYTES) -> None:
+        self.cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0  # held in the cache now
         self.runs = 0  # network passes actually run
+        self.hits = 0  # passes answered from the cache
         self.add(predictors)
 
     def add(self, predictors: Sequence[Predictor]) -> None:
@@ -50,11 +61,24 @@ class SharedPasses:
                           norm: tuple[float, float] | None = None) -> np.ndarray:
             data = np.ascontiguousarray(image)
             key = (sig, data.shape, data.dtype.str, iterations, norm, hashlib.blake2b(data).digest())
-            if key not in self.cache:
-                self.runs += 1
-                self.cache[key] = run(image, iterations=iterations, norm=norm)
-            return self.cache[key].copy()  # callers own what they get, as from the network
+            if (p := self.cache.get(key)) is not None:
+                self.hits += 1
+                self.cache.move_to_end(key)
+                return p.copy()  # callers own what they get, as from the network
+            self.runs += 1
+            p = run(image, iterations=iterations, norm=norm)
+            self.keep(key, p)
+            return p.copy()
         return probabilities
+
+    def keep(self, key: tuple, p: np.ndarray) -> None:
+        if p.nbytes > self.max_bytes:
+            return
+        self.cache[key] = p
+        self.bytes += p.nbytes
+        while self.bytes > self.max_bytes:
+            self.bytes -= self.cache.popitem(last=False)[1].nbytes
 
     def clear(self) -> None:
         self.cache.clear()
+        self.bytes = 0

@@ -41,6 +41,7 @@ from ..evaluation import metrics
 from ..files import ctc, images, modelfile
 from ..files.sources import Layout, Source, folder_pairs
 from ..inference import instances, scale
+from ..inference.passes import SharedPasses
 from ..inference.segment import Predictor, SegmentOptions
 from .minsize import segment_factor
 
@@ -147,11 +148,16 @@ def choose(predictor: Predictor, pairs: list[tuple[Path, Path]], levels: tuple[f
     return dataclasses.replace(choice, frames=tuple(ref.name for _, ref in pairs), tta=predictor.post.tta)
 
 
-def choose_tta(weights: Path, opts: SegmentOptions, pairs: list[tuple[Path, Path]], try_tta: bool = True) -> OutlineChoice | None:
+def choose_tta(weights: Path, opts: SegmentOptions, pairs: list[tuple[Path, Path]], try_tta: bool = True,
+               passes: SharedPasses | None = None) -> OutlineChoice | None:
     """`choose` without averaging flips and rotations, and with ``try_tta`` also with it; the
-    averaged choice is kept when its best SEG is at least `TTA_GAIN` higher. None without pairs."""
+    averaged choice is kept when its best SEG is at least `TTA_GAIN` higher. None without pairs.
+    ``passes``: a cache the predictors share (`train`'s end step runs these frames' passes again)."""
     def run(tta: bool) -> OutlineChoice | None:
-        return choose(Predictor(weights, dataclasses.replace(opts, post_overrides={**opts.post_overrides, "tta": tta})), pairs)
+        predictor = Predictor(weights, dataclasses.replace(opts, post_overrides={**opts.post_overrides, "tta": tta}))
+        if passes is not None:
+            passes.add([predictor])
+        return choose(predictor, pairs)
 
     plain = run(False)
     if not try_tta or plain is None:
@@ -230,11 +236,12 @@ def describe(choice: OutlineChoice) -> str:
                f"{choice.seg_by_peak['peak']:.3f}" if choice.seg_by_peak else ""))
 
 
-def choose_and_record(weights: Path, opts: SegmentOptions, try_tta: bool = False) -> str:
+def choose_and_record(weights: Path, opts: SegmentOptions, try_tta: bool = False,
+                      passes: SharedPasses | None = None) -> str:
     """After `train`: choose the outline on the model file's validation frames, segmented with
-    ``opts`` (and with ``try_tta`` whether to average flips and rotations: `choose_tta`), record it,
-    and say what was done."""
-    choice = choose_tta(weights, opts, validation_pairs(weights), try_tta)
+    ``opts`` (and with ``try_tta`` whether to average flips and rotations: `choose_tta`; sharing
+    ``passes``), record it, and say what was done."""
+    choice = choose_tta(weights, opts, validation_pairs(weights), try_tta, passes)
     if choice is None:
         return "outline: no whole validation frames found again to choose it on; left at the threshold's"
     record(weights, choice)

@@ -33,21 +33,26 @@ class RejoinChoice:
     changed: tuple[str, ...]  # those whose labels rejoining changed
 
 
-def choose(weights: Path, opts: SegmentOptions, pairs: list[tuple[Path, Path]]) -> RejoinChoice | None:
+def choose(weights: Path, opts: SegmentOptions, pairs: list[tuple[Path, Path]],
+           passes: SharedPasses | None = None) -> RejoinChoice | None:
     """Segment (image, reference) files with ``opts`` with rejoining off and on (``opts``'s other
     overrides kept) and compare SEG; None without pairs or without ``--diameter auto`` (only auto
-    probes, so only there does ``post.rejoin`` do anything)."""
+    probes, so only there does ``post.rejoin`` do anything). ``passes``: a cache to share (`train`'s
+    end step has run these frames' passes before); by default one of this choice's own."""
     if not pairs or opts.diameter != "auto":
         return None
     predictors = {k: Predictor(weights, dataclasses.replace(opts, post_overrides={**opts.post_overrides, "rejoin": k == "on"}))
                   for k in ("off", "on")}
-    passes = SharedPasses(list(predictors.values()))  # both ways run the same passes
+    own = passes is None
+    passes = SharedPasses() if passes is None else passes
+    passes.add(list(predictors.values()))  # both ways run the same passes
     jaccards: dict[str, list[float]] = {"off": [], "on": []}
     changed = []
     for image_path, ref_path in pairs:
         image, ref = images.read_grey(image_path)[0], images.read_labels(ref_path)
         labels = {k: p.labels(image) for k, p in predictors.items()}
-        passes.clear()
+        if own:  # nothing later needs this frame's passes
+            passes.clear()
         for k, lab in labels.items():
             jaccards[k] += list(metrics.match_objects(ref, lab).jaccard)
         if not np.array_equal(labels["off"], labels["on"]):
@@ -71,9 +76,11 @@ def describe(choice: RejoinChoice) -> str:
             f"without: {choice.seg['off']:.4f}, with: {choice.seg['on']:.4f}; {len(choice.changed)} frame(s) changed)")
 
 
-def choose_and_record(weights: Path, opts: SegmentOptions, pairs: list[tuple[Path, Path]]) -> str:
-    """After `train`'s outline choice: choose ``post.rejoin`` on ``pairs``, record it, say what was done."""
-    choice = choose(weights, opts, pairs)
+def choose_and_record(weights: Path, opts: SegmentOptions, pairs: list[tuple[Path, Path]],
+                      passes: SharedPasses | None = None) -> str:
+    """After `train`'s outline choice: choose ``post.rejoin`` on ``pairs`` (sharing ``passes``), record
+    it, say what was done."""
+    choice = choose(weights, opts, pairs, passes)
     if choice is None:
         return "rejoin cut large cells: not chosen (no whole validation frames, or not --diameter auto); left as the file had it"
     record(weights, choice)

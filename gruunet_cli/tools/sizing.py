@@ -20,6 +20,7 @@ import numpy as np
 
 from ..files import images, modelfile
 from ..inference import scale
+from ..inference.passes import SharedPasses
 from ..inference.segment import Predictor, SegmentOptions
 from . import outline, rejoin
 
@@ -80,11 +81,20 @@ def after_training(weights: Path, opts: SegmentOptions, try_tta: bool = False) -
     large cells (this first: it decides how `segment` resizes them), then choose the outline and
     split depth (`outline`; with ``try_tta`` also whether to average flips and rotations), and last,
     with those, whether to rejoin cells the chosen probe cut (`rejoin`); all are recorded in the
-    file. Returns a line for each."""
+    file. Returns a line for each.
+
+    Each step segments the same frames again with the file as the step before left it; none of
+    those choices changes a network pass, so the steps share them (`inference.passes`): the first
+    passes run here, the probes and final passes in the outline step, and the rejoin step runs none
+    of its own (within the cache's bound)."""
     pairs = outline.validation_pairs(weights)
-    sizing = measure(Predictor(weights, opts), pairs)
+    passes = SharedPasses()
+    predictor = Predictor(weights, opts)
+    passes.add([predictor])
+    sizing = measure(predictor, pairs)
     record(weights, sizing)
-    return [describe(sizing), outline.choose_and_record(weights, opts, try_tta), rejoin.choose_and_record(weights, opts, pairs)]
+    return [describe(sizing), outline.choose_and_record(weights, opts, try_tta, passes),
+            rejoin.choose_and_record(weights, opts, pairs, passes)]
 
 
 def main(argv: list[str] | None = None) -> None:
