@@ -109,8 +109,8 @@ def test_trains_end_step_runs_each_pass_once_and_chooses_as_its_steps_alone(tmp_
     for f in (1.5, 2.0):  # 36-px nuclei, measured large (the ratio then sizes them); 48-px ones, probed (rejoin)
         image, ref = shrunk_validation_rows(f)
         pairs.append((tmp_path / f"{f}.tif", tmp_path / f"{f}_ref.tif"))
-        tifffile.imwrite(pairs[-1][0], image[:, :320])
-        tifffile.imwrite(pairs[-1][1], ref[:, :320])
+        tifffile.imwrite(pairs[-1][0], image[:, :200])
+        tifffile.imwrite(pairs[-1][1], ref[:, :200])
     monkeypatch.setattr(sizing.outline, "validation_pairs", lambda w: pairs)
     inputs: list[bytes] = []
     network = segment.Predictor.probabilities

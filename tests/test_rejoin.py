@@ -49,16 +49,19 @@ def test_the_better_way_on_the_validation_frames_is_recorded(tmp_path: Path, wei
         pytest.skip("shipped weights not in this checkout")
     w = copy_without_rejoin(weights, tmp_path)
     pair, image, truth = frame(tmp_path, f)
-    choice = rejoin.choose(w, OPTS, [pair])
+    passes = SharedPasses()  # kept for the check below: rewriting the file's post changes no pass
+    choice = rejoin.choose(w, OPTS, [pair], passes)
     assert choice is not None and choice.rejoin is expect and choice.changed == ("ref.tif",)
+    runs = passes.runs
     chosen, other = ("on", "off") if expect else ("off", "on")
     rejoin.record(w, choice)
     meta = modelfile.read_meta(w)
     assert meta.post.rejoin is expect and meta.training["rejoin_choice"]["rejoin"] is expect
     by_hand = segment.Predictor(w, dataclasses.replace(OPTS, post_overrides={"rejoin": not expect}))
     followed = segment.Predictor(w, OPTS)  # `segment` follows the file now
-    SharedPasses([by_hand, followed])  # one file's weights: the same passes (test_passes.py)
+    passes.add([by_hand, followed])  # one file's weights: the same passes (test_passes.py)
     by_hand, followed = by_hand.labels(image), followed.labels(image)
+    assert passes.runs == runs  # the passes the choice ran
 
     def seg(labels: np.ndarray) -> float:
         return metrics.seg_score(metrics.match_objects(truth, labels).jaccard)
