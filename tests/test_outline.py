@@ -98,12 +98,16 @@ def test_choose_scores_what_segment_writes(tmp_path: Path, case: str, diameter: 
         tifffile.imwrite(image_path, shrunk_validation_rows(2.5)[0][:, :640])  # half the rows' width: half the time
     image = tifffile.imread(image_path)
     drawer = Predictor(weights, dataclasses.replace(opts, post_overrides={"outline": 0.6}))
-    passes = SharedPasses([drawer])  # `segment` below runs these passes again: the outline is applied after them
+    passes = SharedPasses([drawer])  # the choice and `segment` below run these passes again: the outline is applied after them
     ref = drawer.labels(image)
+    runs = passes.runs
     gt = tmp_path / "02_GT" / "SEG"
     gt.mkdir(parents=True)
     tifffile.imwrite(gt / "man_seg000.tif", ref)
-    choice = outline.choose(Predictor(weights, opts), [(image_path, gt / "man_seg000.tif")])
+    chooser = Predictor(weights, opts)
+    passes.add([chooser])
+    choice = outline.choose(chooser, [(image_path, gt / "man_seg000.tif")])
+    assert passes.runs == runs  # the frame resized as `segment` resizes it: the drawing's passes
     assert choice is not None and choice.outline == 0.6 and choice.seg["0.6"] == pytest.approx(1.0)
     assert choice.seg["none"] < 0.99 and all(v < 0.99 for k, v in choice.seg.items() if k != "0.6")
     outline.record(weights, choice)

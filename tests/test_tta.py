@@ -76,10 +76,10 @@ def test_choose_tta_keeps_what_drew_the_reference(tmp_path: Path, drawn_with_tta
     opts = SegmentOptions(diameter=12.0, threads=1, device="cpu")
     image_path, image = demo_quarter(tmp_path / "in")
     drawer = Predictor(weights, dataclasses.replace(opts, post_overrides={"outline": 0.6, "tta": drawn_with_tta}))
-    passes = SharedPasses([drawer])  # `segment` below runs these passes again when it averages as the drawing did
+    passes = SharedPasses([drawer])  # the choice and `segment` below run these passes again where they average as the drawing did
     ref = drawer.labels(image)
     tifffile.imwrite(tmp_path / "man_seg000.tif", ref)
-    choice = outline.choose_tta(weights, opts, [(image_path, tmp_path / "man_seg000.tif")])
+    choice = outline.choose_tta(weights, opts, [(image_path, tmp_path / "man_seg000.tif")], passes=passes)
     assert choice is not None and choice.tta == drawn_with_tta and choice.outline == 0.6
     kept, other = ("on", "off") if drawn_with_tta else ("off", "on")
     assert choice.seg_by_tta[kept] == pytest.approx(1.0) and choice.seg_by_tta[other] < 1.0 - outline.TTA_GAIN
@@ -89,4 +89,5 @@ def test_choose_tta_keeps_what_drew_the_reference(tmp_path: Path, drawn_with_tta
     redraw = Predictor(weights, opts)
     passes.add([redraw])
     assert np.array_equal(redraw.labels(image), ref)
-    assert outline.choose_tta(weights, opts, [(image_path, tmp_path / "man_seg000.tif")], try_tta=False).seg_by_tta == {}
+    assert passes.runs == 2  # one plain pass and one averaged, each run once
+    assert outline.choose_tta(weights, opts, [(image_path, tmp_path / "man_seg000.tif")], try_tta=False, passes=passes).seg_by_tta == {}
