@@ -16,7 +16,7 @@ from .config import Arch, LossName, LRSchedule, default_model
 from .errors import UserError, user_errors
 from .options import (ChooseTTA, ClipGrad, Command, Device, ObjectIntensity, checked_range, parse_diameter, parse_outline,
                       show_version)
-from .tools.bench_cli import bench_app
+from .tools import bench_cli, ensemble_cli
 
 
 app = typer.Typer(
@@ -301,7 +301,8 @@ def ctc_scripts(
         typer.echo(f"wrote {path}")
 
 
-app.add_typer(bench_app, name="bench")
+app.command("ensemble", cls=Command)(ensemble_cli.ensemble)
+app.add_typer(bench_cli.bench_app, name="bench")
 
 
 def main() -> None:

@@ -155,6 +155,9 @@ class PostConfig:
         return self.outline_enlarged if f > 1.0 and self.outline_enlarged is not None else self.outline
 
 
+MAX_MEMBERS = 16  # networks in one model file (an ensemble): beyond it inference time, not quality, grows
+
+
 @dataclass(frozen=True)
 class ModelMeta:
     """Everything stored with the weights."""
@@ -170,6 +173,9 @@ class ModelMeta:
     # reference's; that pass's larger diameters are divided by it. None: taken as measured.
     large_cell_ratio: float | None = None
     training: dict[str, Any] = field(default_factory=dict)  # provenance: data, iterations, scores, command
+    # Networks in the file: more than one is an ensemble whose class probabilities are averaged
+    # (`nets.ensemble`, `gruunet ensemble`; ``training.ensemble`` names the member files).
+    members: int = 1
 
     def __post_init__(self) -> None:
         d = self.object_diameter
@@ -178,6 +184,8 @@ class ModelMeta:
         r = self.large_cell_ratio
         if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.25 <= r <= 4):
             raise ValueError(f"large_cell_ratio must be a number in 0.25..4, not {r!r}")
+        if isinstance(self.members, bool) or not isinstance(self.members, int) or not 1 <= self.members <= MAX_MEMBERS:
+            raise ValueError(f"members must be a whole number in 1..{MAX_MEMBERS}, not {self.members!r}")
 
 
 T = TypeVar("T")

@@ -20,7 +20,7 @@ from gruunet_cli.progress import Progress
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["segment"], ["evaluate"], ["demo"], ["reproduce"], ["bench", "segment"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["ensemble"], ["segment"], ["evaluate"], ["demo"], ["reproduce"], ["bench", "segment"]])
 def test_help_shows_flags_as_flags_and_plain_argument_names(command: list[str]) -> None:
     r = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
     assert r.exit_code == 0, r.output

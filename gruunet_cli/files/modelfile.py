@@ -2,7 +2,7 @@
 frozen `ModelMeta` as JSON, plus a human-readable copy ``NAME.json`` beside it.
 
 The file alone rebuilds the network: `load` reads the metadata, builds the architecture it
-names and loads the weights into it.
+names (``members`` of them, as one `Ensemble`, when it holds several) and loads the weights into it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from torch import nn
 
 from ..config import ModelMeta, dumps, from_dict
 from ..errors import UserError
+from ..nets.ensemble import Ensemble
 from ..nets.model import build_model
 from .atomic import atomic_path, write_text
 
@@ -79,7 +80,7 @@ def read_meta(path: Path | str) -> ModelMeta:
 def load(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
     """Rebuild the network from the file's metadata and load its weights (in eval mode)."""
     meta = read_meta(path)
-    model = build_model(meta.model)
+    model = build_model(meta.model) if meta.members == 1 else Ensemble([build_model(meta.model) for _ in range(meta.members)])
     load_weights_into(path, model, device)
     return model.to(device).eval(), meta
 

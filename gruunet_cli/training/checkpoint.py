@@ -101,6 +101,8 @@ def load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
 def init_model_config(path: Path, arch: Arch, dims: int) -> ModelConfig:
     """The architecture of a model file to fine-tune, checked against ``--model`` and the data's dims."""
     meta = modelfile.read_meta(path)
+    if meta.members > 1:
+        raise UserError(f"is an ensemble of {meta.members} networks; fine-tune one of its member files instead", path)
     if meta.model.arch != arch:
         raise UserError(f"is a {meta.model.arch.value} model file; train it with --model {meta.model.arch.value}", path)
     if meta.model.dims != dims:
