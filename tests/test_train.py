@@ -19,7 +19,7 @@ from gruunet_cli.errors import UserError
 from gruunet_cli.files import modelfile
 from gruunet_cli.nets.model import build_model
 from gruunet_cli.training import curves
-from gruunet_cli.training.ema import averaged
+from gruunet_cli.training.ema import averaged, decay_at, ramp_note, ramp_steps
 from gruunet_cli.training.loss import compute_loss
 from gruunet_cli.training.step import train_step
 from gruunet_cli.training.train import (
@@ -179,6 +179,21 @@ def test_ema_run_saves_the_average_and_resumes_exactly(sequence: TrainData, tmp_
     run(cfg, sequence, tmp_path / "b", resume=True)
     resumed = torch.load(output_paths(tmp_path / "b")["checkpoint"], weights_only=True)["ema"]
     assert all(torch.equal(blob["ema"][k], resumed[k]) for k in blob["ema"])
+
+
+def test_ema_shorter_than_its_ramp_is_the_ramp_and_says_so(sequence: TrainData, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Until (1 + n)/(10 + n) reaches DECAY the ramp alone sets the average: 6 steps with --ema 0.9
+    and with 0.95 give the same average (the ramp reaches 0.9 only after 80 steps), and train says so."""
+    for d, n in ((0.9, 80), (0.95, 170), (0.999, 8990)):
+        assert ramp_steps(d) == n and decay_at(d, n) == d > decay_at(d, n - 1)
+    ema = {}
+    for d in (0.9, 0.95):
+        run(small(ema=d, val_interval=6), sequence, tmp_path / str(d))
+        ema[d] = torch.load(output_paths(tmp_path / str(d))["checkpoint"], weights_only=True)["ema"]
+        assert f"--ema {d:g}: the average's decay ramps up" in capsys.readouterr().err
+    assert all(torch.equal(ema[0.9][k], ema[0.95][k]) for k in ema[0.9])
+    assert ramp_note(0.9, 81) is None and ramp_note(0.9, 80) is not None
 
 
 def test_resume_refuses_other_options(sequence: TrainData, tmp_path: Path) -> None:

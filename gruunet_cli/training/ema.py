@@ -11,6 +11,7 @@ validation, as for the raw weights.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -26,6 +27,37 @@ def decay_at(decay: float, n_averaged: int) -> float:
     [0.1818, 0.55, 0.9911, 0.999]
     """
     return min(decay, (1.0 + n_averaged) / (10.0 + n_averaged))
+
+
+def ramp_steps(decay: float) -> int:
+    """Steps after which `decay_at` reaches ``decay``: the least n with (1 + n)/(10 + n) ≥ decay.
+
+    >>> [ramp_steps(d) for d in (0.1, 0.9, 0.99, 0.999, 0.9995)]
+    [0, 80, 890, 8990, 17990]
+    """
+    n = max(0, math.ceil((10 * decay - 1) / (1 - decay)))  # exact but for rounding: settle it by the ramp itself
+    while n > 0 and decay_at(decay, n - 1) >= decay:
+        n -= 1
+    while decay_at(decay, n) < decay:
+        n += 1
+    return n
+
+
+def ramp_note(decay: float, iterations: int) -> str | None:
+    """A line for runs too short for ``decay`` to matter: until `ramp_steps` the ramp alone sets the
+    average, so such a run is the same with any larger DECAY (None when the run reaches it).
+
+    >>> ramp_note(0.999, 9000) is None
+    True
+    >>> ramp_note(0.9995, 4000).split("; ")[1]
+    'these 4,000 end at 0.9978, so any --ema from 0.9978 up gives this same average'
+    """
+    if not decay or (n := ramp_steps(decay)) < iterations:
+        return None
+    end = decay_at(decay, iterations - 1)
+    return (f"--ema {decay:g}: the average's decay ramps up as (1 + n)/(10 + n) and reaches {decay:g} only after "
+            f"{n:,} steps; these {iterations:,} end at {end:.4f}, so any --ema from {math.ceil(end * 1e4) / 1e4:.4f} "
+            "up gives this same average")
 
 
 def _update(decay: float) -> Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor], torch.Tensor], None]:

@@ -10,6 +10,7 @@ each rank trains a DistributedDataParallel replica with its own augmentation wor
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
@@ -34,7 +35,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .data import guess_dims
-from .ema import averaged, evaluated
+from .ema import averaged, evaluated, ramp_note
 from .options import TrainConfig, TrainData, default_lr, learning_rate
 from .prefetch import SamplingConfig, batches, make_loader
 from .prepare import Prepared, prepare
@@ -141,6 +142,8 @@ def _setup(cfg: TrainConfig, src: TrainData, out: Path, resume: bool) -> Run:
     if cfg.init is not None and not resume:
         load_init(Path(cfg.init), model, cfg.model)
     avg = averaged(model, cfg.ema) if cfg.ema and dinfo.main else None
+    if avg is not None and not resume and (note := ramp_note(cfg.ema, cfg.iterations)):
+        print(note, file=sys.stderr, flush=True)  # a user comparing decays should know they cannot differ
     if resume:
         state, before = load_checkpoint(paths["checkpoint"], model, opt, cfg, avg)
         if before["post"] != to_dict(cfg.post) and state.best_iteration and dinfo.main:
